@@ -1,0 +1,150 @@
+"""Connection parameters of the bus listener, and errors an operator can act on.
+
+Plain Python: psycopg2 only.
+"""
+
+import os
+
+#: Seconds libpq waits for a route that does not answer (firewalled host).
+CONNECT_TIMEOUT = 10
+#: TCP keepalives, so that a peer that vanished is noticed within about a minute.
+KEEPALIVE_PARAMS = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def listener_application_name():
+    """How the listener shows in ``pg_stat_activity``."""
+    return f"odoo-bus-listener-{os.getpid()}"
+
+
+def listener_params(route):
+    """libpq keywords for the listener: the route plus timeouts and keepalives."""
+    params = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": listener_application_name(),
+        **KEEPALIVE_PARAMS,
+    }
+    params.update(route.libpq_params())
+    return params
+
+
+# (fragment of libpq's or PgBouncer's message, options at fault, advice)
+_DIAGNOSES = (
+    (
+        "could not translate host name",
+        ("host",),
+        "the host name does not resolve; set imdispatcher_db_host to a name "
+        "or address of the PostgreSQL server",
+    ),
+    (
+        "connection refused",
+        ("host", "port"),
+        "nothing accepts connections there; check imdispatcher_db_host and "
+        "imdispatcher_db_port point at a running PostgreSQL",
+    ),
+    (
+        "timeout expired",
+        ("host", "port"),
+        "the route did not answer within %d s; check imdispatcher_db_host, "
+        "imdispatcher_db_port and the firewall between Odoo and PostgreSQL"
+        % CONNECT_TIMEOUT,
+    ),
+    (
+        "no route to host",
+        ("host",),
+        "the network has no way to that host; check imdispatcher_db_host",
+    ),
+    (
+        "network is unreachable",
+        ("host",),
+        "the network has no way to that host; check imdispatcher_db_host",
+    ),
+    (
+        "password authentication failed",
+        ("user", "password"),
+        "the server refused the password; check imdispatcher_db_user and "
+        "imdispatcher_db_password (or ODOO_IMDISPATCHER_DB_PASSWORD)",
+    ),
+    (
+        "no password supplied",
+        ("password",),
+        "the server wants a password; set imdispatcher_db_password "
+        "(or ODOO_IMDISPATCHER_DB_PASSWORD)",
+    ),
+    (
+        "no pg_hba.conf entry",
+        ("host", "user"),
+        "the server's pg_hba.conf does not admit this client; ask the DBA to "
+        "allow it, or use another imdispatcher_db_user",
+    ),
+    (
+        "does not exist",
+        ("user", "name"),
+        "check imdispatcher_db_user and imdispatcher_db_name",
+    ),
+    (
+        "no such database",
+        ("name",),
+        "the pooler has no such database alias; check imdispatcher_db_name",
+    ),
+    (
+        "no such user",
+        ("user",),
+        "the pooler does not know that user; check imdispatcher_db_user",
+    ),
+    (
+        "ssl",
+        ("sslmode",),
+        "the server and imdispatcher_db_sslmode disagree about SSL",
+    ),
+    (
+        "server closed the connection unexpectedly",
+        (),
+        "the server or something between closed the listener's connection",
+    ),
+    (
+        "terminating connection",
+        (),
+        "PostgreSQL ended the listener's backend (restart, failover or "
+        "pg_terminate_backend)",
+    ),
+)
+
+
+def first_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].strip()
+
+
+def diagnose_connection_error(exc, route):
+    """Return (options at fault, one-line explanation) for a listener error.
+
+    The explanation names the route and the values at fault with their
+    source, never the password.
+    """
+    reason = first_line(exc)
+    lowered = str(exc).lower()
+    for fragment, options, advice in _DIAGNOSES:
+        if fragment in lowered:
+            break
+    else:
+        options, advice = (), "see the PostgreSQL server log for details"
+    culprits = ", ".join(
+        f"imdispatcher_db_{name}={_shown(route, name)!r} ({route.source(name)})"
+        for name in options
+    )
+    message = f"{reason} [route {route.describe()}]"
+    if culprits:
+        message += f"; values at fault: {culprits}"
+    return options, f"{message}; {advice}"
+
+
+def _shown(route, name):
+    value = getattr(route, name)
+    if name == "password":
+        return "(set)" if value else "(unset)"
+    return value

@@ -1,0 +1,225 @@
+"""Where the bus listener connects: the ``imdispatcher_db_*`` route.
+
+Plain Python (no Odoo import), so the check command and the test-suite can
+use it without an Odoo server. ``resolve_route`` reads a mapping that behaves
+like ``odoo.tools.config`` and an environment mapping.
+"""
+
+import dataclasses
+import logging
+import os
+
+_logger = logging.getLogger(__name__)
+
+#: Core's ``ImDispatch.loop`` listens on this database, and core's NOTIFY
+#: (``bus.bus._sendone``/``_sendmany``) goes to this same database.
+BUS_DATABASE = "postgres"
+
+OPTION_PREFIX = "imdispatcher_db_"
+ENV_PREFIX = "ODOO_IMDISPATCHER_DB_"
+#: The spelling the upstream README documents; accepted with a warning.
+LEGACY_ENV_PREFIX = "IMDISPATCHER_DB_"
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+TARGET_SESSION_ATTRS = (
+    "any",
+    "read-write",
+    "read-only",
+    "primary",
+    "standby",
+    "prefer-standby",
+)
+UNSET_VALUES = (None, False, "", "False", "false")
+
+
+class RouteConfigError(ValueError):
+    """An ``imdispatcher_db_*`` value that cannot work; the message says which."""
+
+    def __init__(self, option, value, source, problem, hint):
+        self.option = option
+        self.value = value
+        self.source = source
+        super().__init__(
+            f"{option} = {value!r} ({source}) {problem}; {hint}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteValue:
+    value: object
+    source: str
+
+
+def _parse_text(name, text, source):
+    return text
+
+
+def _parse_ports(name, text, source):
+    ports = [part.strip() for part in str(text).split(",")]
+    for port in ports:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise RouteConfigError(
+                name,
+                text,
+                source,
+                "is not a TCP port number",
+                f"set {name} to the port of a direct PostgreSQL route, e.g. 5432"
+                " (a comma-separated list when imdispatcher_db_host lists hosts)",
+            )
+    return ",".join(ports)
+
+
+def _parse_choice(choices, example):
+    def parse(name, text, source):
+        value = str(text).strip()
+        if value not in choices:
+            raise RouteConfigError(
+                name,
+                text,
+                source,
+                "is not one of " + ", ".join(choices),
+                f"set {name} to one of them, e.g. {example}",
+            )
+        return value
+
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteOption:
+    """One ``imdispatcher_db_<name>`` option."""
+
+    name: str
+    #: Odoo's own option used when ours is not set (core's behaviour).
+    fallback: str | None = None
+    default: object = None
+    parse: object = _parse_text
+    secret: bool = False
+
+    @property
+    def option(self):
+        return OPTION_PREFIX + self.name
+
+    @property
+    def env(self):
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def legacy_env(self):
+        return LEGACY_ENV_PREFIX + self.name.upper()
+
+
+ROUTE_OPTIONS = (
+    RouteOption("host", fallback="db_host"),
+    RouteOption("port", fallback="db_port", parse=_parse_ports),
+    RouteOption("user", fallback="db_user"),
+    RouteOption("password", fallback="db_password", secret=True),
+    RouteOption(
+        "sslmode",
+        fallback="db_sslmode",
+        parse=_parse_choice(SSL_MODES, "prefer"),
+    ),
+    RouteOption("name", default=BUS_DATABASE),
+    RouteOption(
+        "target_session_attrs",
+        parse=_parse_choice(TARGET_SESSION_ATTRS, "read-write"),
+    ),
+)
+
+#: psycopg2 keyword for each option, where it differs from the name
+#: ("database", as odoo.sql_db spells it, is psycopg2's alias of "dbname").
+LIBPQ_KEYWORDS = {"name": "database"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ListenerRoute:
+    """The resolved route, with where each value came from."""
+
+    values: dict
+    #: True when at least one ``imdispatcher_db_*`` value was given.
+    configured: bool
+
+    def __getattr__(self, name):
+        try:
+            return self.values[name].value
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def source(self, name):
+        return self.values[name].source
+
+    def libpq_params(self):
+        """Connection keywords for psycopg2/libpq (password included)."""
+        return {
+            LIBPQ_KEYWORDS.get(name, name): route_value.value
+            for name, route_value in self.values.items()
+            if route_value.value not in UNSET_VALUES
+        }
+
+    def describe(self):
+        """``host:port/database as user`` without the password, for logs."""
+        host = self.host or "(libpq default socket)"
+        port = self.port or "5432"
+        user = self.user or "(libpq default user)"
+        text = f"{host}:{port}/{self.name} as {user}"
+        if self.sslmode:
+            text += f" sslmode={self.sslmode}"
+        if self.target_session_attrs:
+            text += f" target_session_attrs={self.target_session_attrs}"
+        return text
+
+    def public_dict(self):
+        """Values and sources for reports; the password only as set/unset."""
+        report = {}
+        for option in ROUTE_OPTIONS:
+            route_value = self.values[option.name]
+            value = route_value.value
+            if option.secret:
+                value = "(set)" if value not in UNSET_VALUES else None
+            report[option.name] = {"value": value, "source": route_value.source}
+        return report
+
+
+def _lookup(option, config, environ):
+    """Return (raw value, source) of one option, by precedence."""
+    if environ.get(option.env, "") != "":
+        return environ[option.env], f"env {option.env}"
+    if environ.get(option.legacy_env, "") != "":
+        _logger.warning(
+            "Environment variable %s is read for compatibility; "
+            "rename it to %s, the name bus_alt_connection documents.",
+            option.legacy_env,
+            option.env,
+        )
+        return environ[option.legacy_env], f"env {option.legacy_env}"
+    value = config.get(option.option)
+    if value not in UNSET_VALUES:
+        return value, f"config {option.option}"
+    if option.fallback:
+        value = config.get(option.fallback)
+        if value not in UNSET_VALUES:
+            return value, f"fallback to config {option.fallback}"
+    if option.default is not None:
+        return option.default, "default"
+    return None, "unset (libpq default)"
+
+
+def resolve_route(config, environ=None):
+    """Build the listener route from Odoo's config and the environment.
+
+    :param config: a mapping with ``get`` (``odoo.tools.config`` or a dict)
+    :param environ: defaults to ``os.environ``
+    :raises RouteConfigError: on the first value that cannot work
+    """
+    environ = os.environ if environ is None else environ
+    values = {}
+    configured = False
+    for option in ROUTE_OPTIONS:
+        raw, source = _lookup(option, config, environ)
+        if source.startswith(("env", "config imdispatcher")):
+            configured = True
+        value = raw
+        if raw not in UNSET_VALUES:
+            value = option.parse(option.option, raw, source)
+        values[option.name] = RouteValue(value, source)
+    return ListenerRoute(values=values, configured=configured)

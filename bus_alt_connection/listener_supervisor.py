@@ -1,0 +1,223 @@
+"""Retry policy, logs and state of the bus listener.
+
+Plain Python. The Odoo glue hands each attempt of core's dispatcher loop to
+``ListenerSupervisor.run_attempt``; this module decides what is logged, how
+long to wait before the next attempt, and what happens once the listener is
+back (catch-up).
+"""
+
+import dataclasses
+import logging
+import random
+import time
+
+from .listener_connection import diagnose_connection_error, first_line
+from .listener_route import BUS_DATABASE, RouteConfigError
+
+_logger = logging.getLogger(__name__)
+
+FIRST_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 30.0
+#: How long the dispatcher idles between checks when the route is unusable.
+IDLE_WAIT = 3600.0
+
+
+@dataclasses.dataclass
+class ListenerState:
+    """What a health check wants to know about the listener."""
+
+    connected: bool = False
+    connected_since: float | None = None
+    down_since: float | None = None
+    connects: int = 0
+    failed_attempts: int = 0
+    last_error: str | None = None
+
+
+def retry_delay(failures, rng=random.random, first=FIRST_RETRY_DELAY, cap=None):
+    """Seconds to wait after ``failures`` consecutive failed attempts (>= 1).
+
+    Exponential backoff with "equal jitter": the n-th wait is between half
+    and all of ``first * 2**(n-1)``, capped at ``cap``.
+    """
+    cap = MAX_RETRY_DELAY if cap is None else cap
+    ceiling = min(cap, first * 2 ** (failures - 1))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+class ListenerSupervisor:
+    """Runs attempts of core's dispatcher loop on the listener route."""
+
+    def __init__(
+        self,
+        resolve_route,
+        stop_event,
+        clock=time.monotonic,
+        rng=random.random,
+        max_delay=MAX_RETRY_DELAY,
+    ):
+        self._resolve_route = resolve_route
+        self._stop_event = stop_event
+        self._clock = clock
+        self._rng = rng
+        self._max_delay = max_delay
+        self._route = None
+        self._route_error_logged = False
+        self._last_logged_reason = None
+        self._traceback_logged = set()
+        self._consecutive_failures = 0
+        self.state = ListenerState()
+
+    def route(self):
+        """The resolved route, or None (logged once) when it cannot work."""
+        if self._route is None and not self._route_error_logged:
+            try:
+                self._route = self._resolve_route()
+            except RouteConfigError as error:
+                self._route_error_logged = True
+                self.state.last_error = str(error)
+                _logger.error(
+                    "bus_alt_connection: the bus listener is not started: %s. "
+                    "Fix the value and restart Odoo; HTTP keeps serving, but "
+                    "live notifications wait for a page reload.",
+                    error,
+                )
+                return None
+            self._log_route(self._route)
+        return self._route
+
+    def _log_route(self, route):
+        if not route.configured:
+            _logger.warning(
+                "bus_alt_connection is loaded but no imdispatcher_db_* option "
+                "is set: the bus still listens through db_host (%s). Behind "
+                "a transaction-mode pooler such as PgBouncer it receives "
+                "nothing; set imdispatcher_db_host and imdispatcher_db_port "
+                "to a direct PostgreSQL route.",
+                route.describe(),
+            )
+        if route.name != BUS_DATABASE:
+            _logger.info(
+                "bus_alt_connection: the listener uses database %r (%s); "
+                "Odoo sends bus notifications to database %r through "
+                "db_host, so %r must reach that same database (e.g. a "
+                "session-mode PgBouncer alias of %r) or nothing arrives.",
+                route.name,
+                route.source("name"),
+                BUS_DATABASE,
+                route.name,
+                BUS_DATABASE,
+            )
+
+    def run_attempt(self, core_loop, catch_up):
+        """Run one attempt of core's loop; never raises, except on shutdown.
+
+        :param core_loop: ``core_loop(route, on_listening)`` runs core's
+            dispatcher loop with its LISTEN connection on ``route`` and calls
+            ``on_listening()`` once LISTEN is committed.
+        :param catch_up: called once listening, to wake the websockets so
+            that they read what was committed while the listener was down.
+        """
+        route = self.route()
+        if route is None:
+            self._stop_event.wait(IDLE_WAIT)
+            return
+        listening = []
+
+        def on_listening():
+            listening.append(True)
+            self._on_listening(route)
+            catch_up()
+
+        try:
+            core_loop(route, on_listening)
+        except Exception as error:
+            if self._stop_event.is_set():
+                return
+            delay = self._on_failure(route, error, was_listening=bool(listening))
+            self._stop_event.wait(delay)
+
+    def _on_listening(self, route):
+        now = self._clock()
+        state = self.state
+        if state.down_since is not None and state.connects:
+            _logger.info(
+                "bus_alt_connection: bus listener back on %s after %.1f s "
+                "down; waking the websockets to catch up.",
+                route.describe(),
+                now - state.down_since,
+            )
+        else:
+            _logger.info(
+                "bus_alt_connection: bus listener connected to %s "
+                "(host %s, port %s, database %s, user %s).",
+                route.describe(),
+                route.source("host"),
+                route.source("port"),
+                route.source("name"),
+                route.source("user"),
+            )
+        state.connected = True
+        state.connected_since = now
+        state.down_since = None
+        state.connects += 1
+        self._consecutive_failures = 0
+        self._last_logged_reason = None
+
+    def _on_failure(self, route, error, was_listening):
+        state = self.state
+        state.connected = False
+        if state.down_since is None:
+            state.down_since = self._clock()
+        state.failed_attempts += 1
+        self._consecutive_failures += 1
+        _options, reason = diagnose_connection_error(error, route)
+        state.last_error = reason
+        delay = retry_delay(
+            self._consecutive_failures, self._rng, cap=self._max_delay
+        )
+        self._log_failure(error, reason, was_listening, delay)
+        return delay
+
+    def _log_failure(self, error, reason, was_listening, delay):
+        if was_listening:
+            _logger.warning(
+                "bus_alt_connection: bus listener lost its connection: %s; "
+                "reconnecting in %.1f s.",
+                reason,
+                delay,
+            )
+        elif reason != self._last_logged_reason:
+            _logger.error(
+                "bus_alt_connection: bus listener cannot connect: %s; "
+                "retrying in %.1f s.",
+                reason,
+                delay,
+            )
+        else:
+            _logger.warning(
+                "bus_alt_connection: bus listener still cannot connect "
+                "(attempt %d): %s; retrying in %.1f s.",
+                self._consecutive_failures,
+                first_line(error),
+                delay,
+            )
+        self._last_logged_reason = reason
+        self._log_traceback_once(error)
+
+    def _log_traceback_once(self, error):
+        """A bug (not a database error) deserves its traceback, once."""
+        kind = type(error)
+        if _is_database_error(error) or kind in self._traceback_logged:
+            return
+        self._traceback_logged.add(kind)
+        _logger.error(
+            "bus_alt_connection: unexpected error in the bus listener "
+            "(traceback shown once per error type)",
+            exc_info=error,
+        )
+
+
+def _is_database_error(error):
+    module = type(error).__module__ or ""
+    return module.startswith("psycopg2") or type(error).__name__ == "PoolError"

@@ -1,0 +1,269 @@
+"""Run a real Odoo server from a pristine source tree, for tests and the demo.
+
+The tree comes from ``ODOO_PATH`` and its interpreter from ``ODOO_PYTHON``;
+nothing of Odoo is copied into this project.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .pg_sandbox import LOOPBACK, ODOO_PASSWORD, ODOO_USER, free_port
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADDON_NAME = "bus_alt_connection"
+
+
+class OdooHarnessError(RuntimeError):
+    pass
+
+
+def odoo_from_environment():
+    """(odoo_path, odoo_python) from the environment, or None when not set."""
+    odoo_path = os.environ.get("ODOO_PATH")
+    if not odoo_path:
+        return None
+    odoo_python = os.environ.get("ODOO_PYTHON") or sys.executable
+    if not os.path.exists(os.path.join(odoo_path, "odoo-bin")):
+        raise OdooHarnessError(f"ODOO_PATH={odoo_path} has no odoo-bin")
+    return odoo_path, odoo_python
+
+
+def odoo_series(odoo_path):
+    """'18.0' for an Odoo 18.0 tree, read from odoo/release.py."""
+    with open(os.path.join(odoo_path, "odoo", "release.py")) as handle:
+        text = handle.read()
+    match = re.search(r"version_info\s*=\s*\((\d+),\s*(\d+)", text)
+    return f"{match.group(1)}.{match.group(2)}"
+
+
+def bus_websocket_version(odoo_path):
+    """The ``?version=`` a 17.0+ websocket must send, or None (16.0)."""
+    with open(os.path.join(odoo_path, "addons", "bus", "websocket.py")) as handle:
+        match = re.search(r'_VERSION\s*=\s*"([^"]+)"', handle.read())
+    return match.group(1) if match else None
+
+
+class OdooServer:
+    """An Odoo server on loopback whose ``db_*`` route is ``db_params``."""
+
+    def __init__(
+        self,
+        odoo_path,
+        odoo_python,
+        workdir,
+        dbname,
+        db_params,
+        listener_params=None,
+        with_addon=True,
+        workers=0,
+        extra_options=None,
+    ):
+        self.odoo_path = odoo_path
+        self.odoo_python = odoo_python
+        self.workdir = workdir
+        self.dbname = dbname
+        self.db_params = db_params
+        self.listener_params = listener_params
+        self.with_addon = with_addon
+        self.workers = workers
+        self.extra_options = extra_options or {}
+        self.http_port = free_port()
+        self.gevent_port = free_port()
+        self.config_path = os.path.join(workdir, "odoo.conf")
+        self.logfile = os.path.join(workdir, "odoo.log")
+        self.process = None
+
+    # configuration -------------------------------------------------------
+
+    def options(self):
+        modules = ["base", "web"] + ([ADDON_NAME] if self.with_addon else [])
+        options = {
+            "addons_path": f"{self.odoo_path}/addons,{REPO_ROOT}",
+            "data_dir": os.path.join(self.workdir, "data"),
+            "db_host": self.db_params["host"],
+            "db_port": self.db_params["port"],
+            "db_user": self.db_params.get("user", ODOO_USER),
+            "db_password": self.db_params.get("password", ODOO_PASSWORD),
+            "db_name": self.dbname,
+            "dbfilter": f"^{self.dbname}$",
+            "list_db": "False",
+            "http_interface": LOOPBACK,
+            "http_port": self.http_port,
+            "gevent_port": self.gevent_port,
+            "workers": self.workers,
+            "max_cron_threads": 0,
+            "server_wide_modules": ",".join(modules),
+            "logfile": self.logfile,
+            "log_level": "info",
+        }
+        for key, value in (self.listener_params or {}).items():
+            options[f"imdispatcher_db_{key}"] = value
+        options.update(self.extra_options)
+        return options
+
+    def write_config(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(self.config_path, "w") as handle:
+            handle.write("[options]\n")
+            for key, value in self.options().items():
+                handle.write(f"{key} = {value}\n")
+
+    def odoo_bin(self, *args):
+        return [self.odoo_python, os.path.join(self.odoo_path, "odoo-bin"), *args]
+
+    # life cycle ----------------------------------------------------------
+
+    def init_database(self, modules="bus", timeout=600):
+        """Create the database with ``modules`` installed, then stop."""
+        self.write_config()
+        result = subprocess.run(
+            self.odoo_bin(
+                "-c", self.config_path, "-d", self.dbname, "-i", modules,
+                "--stop-after-init", "--without-demo=all", "--no-http",
+                "--logfile", os.path.join(self.workdir, "init.log"),
+            ),
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise OdooHarnessError(
+                f"database init failed ({result.returncode}); see "
+                f"{self.workdir}/init.log\n{result.stderr[-2000:]}"
+            )
+
+    def start(self, timeout=120):
+        self.write_config()
+        self.process = subprocess.Popen(
+            self.odoo_bin("-c", self.config_path),
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.workdir, "stderr.log"), "w"),
+            start_new_session=True,
+        )
+        self.wait_for_http(self.http_port, timeout)
+        if self.workers:
+            self.wait_for_http(self.gevent_port, timeout)
+        return self
+
+    def wait_for_http(self, port, timeout):
+        deadline = time.monotonic() + timeout
+        url = f"http://{LOOPBACK}:{port}/web/login"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise OdooHarnessError(
+                    f"Odoo exited with {self.process.returncode}; see {self.logfile}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise OdooHarnessError(f"Odoo did not answer on port {port} in {timeout} s")
+
+    def http_status(self, path="/web/login"):
+        url = f"http://{LOOPBACK}:{self.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def stop(self):
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+        self.process = None
+
+    # observation -------------------------------------------------------
+
+    def log_text(self):
+        try:
+            with open(self.logfile, errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern, timeout=30, start=0):
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            if regex.search(self.log_text(), start):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def websocket_url(self):
+        port = self.gevent_port if self.workers else self.http_port
+        url = f"ws://{LOOPBACK}:{port}/websocket"
+        version = bus_websocket_version(self.odoo_path)
+        return f"{url}?version={version}" if version else url
+
+    def send_notifications(self, channel, count, notification_type="bus_alt_test"):
+        """Send ``count`` bus notifications from another Odoo process.
+
+        Each one is its own transaction, so core sends one NOTIFY per
+        notification, through ``db_host`` like any Odoo process would.
+        """
+        script = (
+            "for n in range(%d):\n"
+            "    env['bus.bus']._sendone(%r, %r, {'n': n})\n"
+            "    env.cr.commit()\n" % (count, channel, notification_type)
+        )
+        result = subprocess.run(
+            self.odoo_bin(
+                "shell", "-c", self.config_path, "-d", self.dbname, "--no-http",
+                "--logfile", os.path.join(self.workdir, "shell.log"),
+            ),
+            input=script, capture_output=True, text=True, timeout=300,
+        )
+        if result.returncode != 0:
+            raise OdooHarnessError(f"odoo shell failed: {result.stderr[-2000:]}")
+
+
+class BusClient:
+    """A websocket subscribed to one bus channel, counting what arrives."""
+
+    def __init__(self, url, channel, timeout=60):
+        import websocket  # websocket-client
+
+        self.channel = channel
+        self.connection = websocket.create_connection(url, timeout=timeout)
+        self.connection.send(
+            json.dumps(
+                {"event_name": "subscribe", "data": {"channels": [channel], "last": 0}}
+            )
+        )
+
+    def receive(self, notification_type, expected, timeout):
+        """Payloads of ``notification_type`` received within ``timeout`` s."""
+        import websocket
+
+        received = []
+        deadline = time.monotonic() + timeout
+        while len(received) < expected and time.monotonic() < deadline:
+            self.connection.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                frame = self.connection.recv()
+            except websocket.WebSocketTimeoutException:
+                break
+            for notification in json.loads(frame) if frame else []:
+                message = notification.get("message", {})
+                if message.get("type") == notification_type:
+                    received.append(message.get("payload"))
+        return received
+
+    def close(self):
+        self.connection.close()
