@@ -4,6 +4,7 @@ Plain Python: psycopg2 only.
 """
 
 import os
+import re
 
 #: Seconds libpq waits for a route that does not answer (firewalled host).
 CONNECT_TIMEOUT = 10
@@ -32,7 +33,7 @@ def listener_params(route):
     return params
 
 
-# (fragment of libpq's or PgBouncer's message, options at fault, advice)
+# (regex on libpq's or PgBouncer's message, options at fault, advice)
 _DIAGNOSES = (
     (
         "could not translate host name",
@@ -82,9 +83,14 @@ _DIAGNOSES = (
         "allow it, or use another imdispatcher_db_user",
     ),
     (
-        "does not exist",
-        ("user", "name"),
-        "check imdispatcher_db_user and imdispatcher_db_name",
+        r'database ".*" does not exist',
+        ("name",),
+        "no such database on that server; check imdispatcher_db_name",
+    ),
+    (
+        r'role ".*" does not exist',
+        ("user",),
+        "no such role on that server; check imdispatcher_db_user",
     ),
     (
         "no such database",
@@ -97,7 +103,8 @@ _DIAGNOSES = (
         "the pooler does not know that user; check imdispatcher_db_user",
     ),
     (
-        "ssl",
+        r"does not support ssl|ssl connection is required|certificate|"
+        r"invalid sslmode",
         ("sslmode",),
         "the server and imdispatcher_db_sslmode disagree about SSL",
     ),
@@ -128,8 +135,8 @@ def diagnose_connection_error(exc, route):
     """
     reason = first_line(exc)
     lowered = str(exc).lower()
-    for fragment, options, advice in _DIAGNOSES:
-        if fragment in lowered:
+    for pattern, options, advice in _DIAGNOSES:
+        if re.search(pattern, lowered):
             break
     else:
         options, advice = (), "see the PostgreSQL server log for details"

@@ -222,4 +222,21 @@ def resolve_route(config, environ=None):
         if raw not in UNSET_VALUES:
             value = option.parse(option.option, raw, source)
         values[option.name] = RouteValue(value, source)
+    _check_one_port_per_host(values)
     return ListenerRoute(values=values, configured=configured)
+
+
+def _check_one_port_per_host(values):
+    """libpq takes one port for all hosts, or one port per host."""
+    hosts, ports = values["host"].value, values["port"].value
+    if not hosts or not ports:
+        return
+    host_count, port_count = len(hosts.split(",")), len(ports.split(","))
+    if port_count not in (1, host_count):
+        raise RouteConfigError(
+            "imdispatcher_db_port",
+            ports,
+            values["port"].source,
+            f"lists {port_count} ports for {host_count} hosts",
+            "give one port for all hosts, or one port per host in the same order",
+        )

@@ -140,22 +140,24 @@ class ListenerSupervisor:
     def _on_listening(self, route):
         now = self._clock()
         state = self.state
-        if state.down_since is not None and state.connects:
+        down_for = now - state.down_since if state.down_since is not None else None
+        if state.connects:
             _logger.info(
                 "bus_alt_connection: bus listener back on %s after %.1f s "
                 "down; waking the websockets to catch up.",
                 route.describe(),
-                now - state.down_since,
+                down_for or 0.0,
             )
         else:
             _logger.info(
                 "bus_alt_connection: bus listener connected to %s "
-                "(host %s, port %s, database %s, user %s).",
+                "(host %s, port %s, database %s, user %s)%s.",
                 route.describe(),
                 route.source("host"),
                 route.source("port"),
                 route.source("name"),
                 route.source("user"),
+                f" after {down_for:.1f} s of failed attempts" if down_for else "",
             )
         state.connected = True
         state.connected_since = now
@@ -180,6 +182,12 @@ class ListenerSupervisor:
         return delay
 
     def _log_failure(self, error, reason, was_listening, delay):
+        """One line per failed try.
+
+        ERROR the first time a route that never worked fails for a given
+        reason (a configuration to fix); WARNING otherwise (a restart, a
+        failover, the same reason again).
+        """
         if was_listening:
             _logger.warning(
                 "bus_alt_connection: bus listener lost its connection: %s; "
@@ -187,19 +195,21 @@ class ListenerSupervisor:
                 reason,
                 delay,
             )
-        elif reason != self._last_logged_reason:
-            _logger.error(
-                "bus_alt_connection: bus listener cannot connect: %s; "
-                "retrying in %.1f s.",
-                reason,
-                delay,
-            )
-        else:
+        elif reason == self._last_logged_reason:
             _logger.warning(
                 "bus_alt_connection: bus listener still cannot connect "
                 "(attempt %d): %s; retrying in %.1f s.",
                 self._consecutive_failures,
                 first_line(error),
+                delay,
+            )
+        else:
+            level = logging.WARNING if self.state.connects else logging.ERROR
+            _logger.log(
+                level,
+                "bus_alt_connection: bus listener cannot connect: %s; "
+                "retrying in %.1f s.",
+                reason,
                 delay,
             )
         self._last_logged_reason = reason

@@ -1,0 +1,119 @@
+"""LISTEN on one route, NOTIFY through another, and count what arrives.
+
+Plain Python (psycopg2). This is how the addon finds a route that cannot
+work although it connects: through a transaction-mode pooler LISTEN is
+accepted and then hears nothing; on another cluster or database than the
+one Odoo notifies, likewise.
+"""
+
+import dataclasses
+import os
+import secrets
+import selectors
+import time
+
+import psycopg2
+
+#: Core sends NOTIFY with this SQL function (overridable in 17.0+ by the
+#: ODOO_NOTIFY_FUNCTION environment variable, which we honour too).
+NOTIFY_FUNCTION = os.environ.get("ODOO_NOTIFY_FUNCTION", "pg_notify")
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    channel: str
+    sent: int
+    received: int
+    #: milliseconds from the first NOTIFY's commit to its arrival, or None
+    first_delivery_ms: float | None
+    server_version: str
+    in_recovery: bool
+
+    @property
+    def delivered_all(self):
+        return self.received == self.sent
+
+
+def private_channel():
+    return f"bus_alt_connection_probe_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def _connect(params):
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    return connection
+
+
+def _server_facts(connection):
+    with connection.cursor() as cr:
+        cr.execute("SHOW server_version")
+        version = cr.fetchone()[0]
+        cr.execute("SELECT pg_is_in_recovery()")
+        in_recovery = cr.fetchone()[0]
+    return version, in_recovery
+
+
+def _send(notify_params, channel, count):
+    """NOTIFY the way Odoo does: short transactions on the pooled route.
+
+    Returns when the first NOTIFY was committed.
+    """
+    connection = _connect(notify_params)
+    first_committed_at = None
+    try:
+        with connection.cursor() as cr:
+            for number in range(count):
+                cr.execute(
+                    f"SELECT {NOTIFY_FUNCTION}(%s, %s)", (channel, f"[{number}]")
+                )
+                first_committed_at = first_committed_at or time.monotonic()
+    finally:
+        connection.close()
+    return first_committed_at
+
+
+def _collect(connection, channel, expected, timeout):
+    """Payloads of ``channel`` that arrive within ``timeout`` seconds."""
+    payloads, first_at = [], None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(connection, selectors.EVENT_READ)
+        while len(payloads) < expected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if not selector.select(remaining):
+                continue
+            connection.poll()
+            while connection.notifies:
+                notify = connection.notifies.pop(0)
+                if notify.channel == channel:
+                    payloads.append(notify.payload)
+                    first_at = first_at or time.monotonic()
+    return payloads, first_at
+
+
+def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0):
+    """LISTEN through ``listen_params``, NOTIFY ``count`` times through
+    ``notify_params``, and report how many arrived within ``timeout`` s.
+
+    Connection errors propagate (psycopg2.OperationalError).
+    """
+    channel = private_channel()
+    listener = _connect(listen_params)
+    try:
+        version, in_recovery = _server_facts(listener)
+        with listener.cursor() as cr:
+            cr.execute(f'LISTEN "{channel}"')
+        sent_at = _send(notify_params, channel, count)
+        payloads, first_at = _collect(listener, channel, count, timeout)
+    finally:
+        listener.close()
+    return ProbeResult(
+        channel=channel,
+        sent=count,
+        received=len(payloads),
+        first_delivery_ms=(first_at - sent_at) * 1000 if first_at else None,
+        server_version=version,
+        in_recovery=in_recovery,
+    )

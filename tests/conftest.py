@@ -1,0 +1,74 @@
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from tools.odoo_harness import OdooServer, odoo_from_environment, odoo_series
+from tools.pg_sandbox import Sandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """A private PostgreSQL and a transaction-mode PgBouncer on loopback."""
+    with Sandbox() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def odoo_tree():
+    """(odoo_path, odoo_python) of a real Odoo tree, or skip."""
+    found = odoo_from_environment()
+    if found is None:
+        pytest.skip(
+            "needs a real Odoo source tree: set ODOO_PATH (and ODOO_PYTHON, "
+            "the interpreter of its virtualenv) to run the real-Odoo tests"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def odoo_workdir():
+    path = tempfile.mkdtemp(prefix="bus-alt-odoo-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def odoo_database(sandbox, odoo_tree, odoo_workdir):
+    """An Odoo database with ``bus`` installed, created once per session."""
+    odoo_path, odoo_python = odoo_tree
+    dbname = "busdb" + odoo_series(odoo_path).replace(".", "_")
+    OdooServer(
+        odoo_path,
+        odoo_python,
+        os.path.join(odoo_workdir, "init"),
+        dbname,
+        sandbox.postgres.odoo_params(),
+        with_addon=False,
+    ).init_database()
+    return dbname
+
+
+@pytest.fixture
+def odoo_server(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
+    """Factory of Odoo servers behind the PgBouncer; all stopped after the test."""
+    servers = []
+    odoo_path, odoo_python = odoo_tree
+
+    def start(**kwargs):
+        workdir = os.path.join(odoo_workdir, f"{request.node.name}-{len(servers)}")
+        server = OdooServer(
+            odoo_path,
+            odoo_python,
+            workdir,
+            odoo_database,
+            db_params=kwargs.pop("db_params", sandbox.pgbouncer.odoo_params()),
+            **kwargs,
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

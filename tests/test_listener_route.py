@@ -1,0 +1,179 @@
+"""Route resolution: config, environment, precedence, fallback, bad values."""
+
+import logging
+
+import pytest
+
+from bus_alt_connection.listener_connection import listener_params
+from bus_alt_connection.listener_route import (
+    BUS_DATABASE,
+    RouteConfigError,
+    resolve_route,
+)
+
+ODOO_CONFIG = {
+    "db_host": "pgbouncer.internal",
+    "db_port": 6432,
+    "db_user": "odoo",
+    "db_password": "pooled-secret",
+    "db_sslmode": "prefer",
+}
+
+
+def config(**options):
+    return {**ODOO_CONFIG, **options}
+
+
+def test_nothing_set_falls_back_to_odoo_db_options():
+    route = resolve_route(config(), environ={})
+    assert not route.configured
+    assert (route.host, route.port, route.user) == ("pgbouncer.internal", "6432", "odoo")
+    assert route.password == "pooled-secret"
+    assert route.name == BUS_DATABASE
+    assert route.source("host") == "fallback to config db_host"
+    assert route.source("name") == "default"
+
+
+def test_config_options_win_over_db_options():
+    route = resolve_route(
+        config(
+            imdispatcher_db_host="pg-primary.internal",
+            imdispatcher_db_port="5432",
+            imdispatcher_db_user="listener",
+            imdispatcher_db_password="direct-secret",
+            imdispatcher_db_sslmode="require",
+            imdispatcher_db_name="postgres_listen",
+        ),
+        environ={},
+    )
+    assert route.configured
+    assert route.libpq_params() == {
+        "host": "pg-primary.internal",
+        "port": "5432",
+        "user": "listener",
+        "password": "direct-secret",
+        "sslmode": "require",
+        "database": "postgres_listen",
+    }
+    assert route.source("port") == "config imdispatcher_db_port"
+
+
+def test_environment_wins_over_config():
+    route = resolve_route(
+        config(imdispatcher_db_host="from-config"),
+        environ={
+            "ODOO_IMDISPATCHER_DB_HOST": "from-env",
+            "ODOO_IMDISPATCHER_DB_PORT": "5433",
+        },
+    )
+    assert (route.host, route.port) == ("from-env", "5433")
+    assert route.source("host") == "env ODOO_IMDISPATCHER_DB_HOST"
+    assert route.configured
+
+
+def test_legacy_environment_spelling_is_read_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        route = resolve_route(config(), environ={"IMDISPATCHER_DB_HOST": "legacy"})
+    assert route.host == "legacy"
+    assert route.source("host") == "env IMDISPATCHER_DB_HOST"
+    assert "ODOO_IMDISPATCHER_DB_HOST" in caplog.text
+
+
+def test_canonical_environment_spelling_wins_over_legacy(caplog):
+    route = resolve_route(
+        config(),
+        environ={"IMDISPATCHER_DB_PORT": "1111", "ODOO_IMDISPATCHER_DB_PORT": "2222"},
+    )
+    assert route.port == "2222"
+    assert "IMDISPATCHER_DB_PORT" not in caplog.text
+
+
+@pytest.mark.parametrize("unset", ["", False, "False", None])
+def test_odoo_unset_values_count_as_unset(unset):
+    route = resolve_route(
+        config(imdispatcher_db_host=unset, db_host=unset), environ={}
+    )
+    assert route.host is None
+    assert "host" not in route.libpq_params()
+    assert not route.configured
+
+
+def test_empty_environment_value_is_ignored():
+    route = resolve_route(
+        config(imdispatcher_db_host="from-config"),
+        environ={"ODOO_IMDISPATCHER_DB_HOST": ""},
+    )
+    assert route.host == "from-config"
+
+
+@pytest.mark.parametrize(
+    "option, value, expected_words",
+    [
+        ("imdispatcher_db_port", "abc", "not a TCP port number"),
+        ("imdispatcher_db_port", "0", "not a TCP port number"),
+        ("imdispatcher_db_port", "70000", "not a TCP port number"),
+        ("imdispatcher_db_port", "5432,x", "not a TCP port number"),
+        ("imdispatcher_db_sslmode", "sometimes", "is not one of disable"),
+        ("imdispatcher_db_target_session_attrs", "writable", "is not one of any"),
+    ],
+)
+def test_bad_value_names_option_value_and_source(option, value, expected_words):
+    with pytest.raises(RouteConfigError) as raised:
+        resolve_route(config(**{option: value}), environ={})
+    message = str(raised.value)
+    assert message.startswith(f"{option} = {value!r} (config {option})")
+    assert expected_words in message
+    assert raised.value.option == option
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(RouteConfigError) as raised:
+        resolve_route(config(), environ={"ODOO_IMDISPATCHER_DB_PORT": "abc"})
+    assert "(env ODOO_IMDISPATCHER_DB_PORT)" in str(raised.value)
+
+
+def test_bad_fallback_value_names_the_odoo_option():
+    with pytest.raises(RouteConfigError) as raised:
+        resolve_route(config(db_sslmode="bogus"), environ={})
+    assert "fallback to config db_sslmode" in str(raised.value)
+
+
+def test_host_list_with_matching_ports_for_failover():
+    route = resolve_route(
+        config(
+            imdispatcher_db_host="pg-a,pg-b",
+            imdispatcher_db_port="5432, 5433",
+            imdispatcher_db_target_session_attrs="read-write",
+        ),
+        environ={},
+    )
+    params = route.libpq_params()
+    assert (params["host"], params["port"]) == ("pg-a,pg-b", "5432,5433")
+    assert params["target_session_attrs"] == "read-write"
+
+
+def test_port_list_must_match_host_list():
+    with pytest.raises(RouteConfigError) as raised:
+        resolve_route(
+            config(imdispatcher_db_host="a,b", imdispatcher_db_port="1,2,3"),
+            environ={},
+        )
+    assert "lists 3 ports for 2 hosts" in str(raised.value)
+
+
+def test_password_never_in_descriptions():
+    route = resolve_route(
+        config(imdispatcher_db_password="direct-secret"), environ={}
+    )
+    assert "direct-secret" not in route.describe()
+    assert "direct-secret" not in repr(route.public_dict())
+    assert route.public_dict()["password"]["value"] == "(set)"
+
+
+def test_listener_params_add_timeouts_keepalives_and_name():
+    route = resolve_route(config(imdispatcher_db_host="pg"), environ={})
+    params = listener_params(route)
+    assert params["host"] == "pg"
+    assert params["keepalives"] == 1
+    assert params["connect_timeout"] > 0
+    assert params["application_name"].startswith("odoo-bus-listener-")

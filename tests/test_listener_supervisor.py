@@ -1,0 +1,241 @@
+"""Retry policy and logs of the listener, without Odoo.
+
+The core loop is played by small functions that behave like core's loop
+does on a real failure (they raise psycopg2's own exception types).
+"""
+
+import logging
+import threading
+
+import psycopg2
+import pytest
+
+from bus_alt_connection.listener_route import RouteConfigError, resolve_route
+from bus_alt_connection.listener_supervisor import (
+    IDLE_WAIT,
+    ListenerSupervisor,
+    retry_delay,
+)
+
+LOGGER = "bus_alt_connection.listener_supervisor"
+SECRET = "never-log-me"
+
+
+class RecordingStopEvent:
+    """A stop event whose waits are recorded instead of slept."""
+
+    def __init__(self):
+        self.waits = []
+        self._event = threading.Event()
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        return False
+
+    def is_set(self):
+        return self._event.is_set()
+
+    def set(self):
+        self._event.set()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def a_route():
+    return resolve_route(
+        {
+            "db_host": "pgbouncer",
+            "db_port": 6432,
+            "imdispatcher_db_host": "pg-direct",
+            "imdispatcher_db_port": "5432",
+            "imdispatcher_db_password": SECRET,
+        },
+        environ={},
+    )
+
+
+def make_supervisor(route_factory=a_route, **kwargs):
+    stop = RecordingStopEvent()
+    clock = Clock()
+    supervisor = ListenerSupervisor(
+        route_factory, stop, clock=clock, rng=lambda: 1.0, **kwargs
+    )
+    return supervisor, stop, clock
+
+
+def refused(route, on_listening):
+    raise psycopg2.OperationalError(
+        'connection to server at "pg-direct", port 5432 failed: '
+        "Connection refused\n\tIs the server running on that host?"
+    )
+
+
+def lost_after_listening(route, on_listening):
+    on_listening()
+    raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+
+def listens_then_stops(stop):
+    def core_loop(route, on_listening):
+        on_listening()
+        stop.set()
+
+    return core_loop
+
+
+@pytest.mark.parametrize("failures", range(1, 12))
+def test_retry_delay_is_jittered_exponential_and_capped(failures):
+    ceiling = min(30.0, 2 ** (failures - 1))
+    low = retry_delay(failures, rng=lambda: 0.0)
+    high = retry_delay(failures, rng=lambda: 1.0)
+    assert (low, high) == (ceiling / 2, ceiling)
+
+
+def test_first_retry_within_one_second():
+    assert retry_delay(1, rng=lambda: 1.0) <= 1.0
+
+
+def test_cap_is_an_option():
+    assert retry_delay(20, rng=lambda: 1.0, cap=5.0) == 5.0
+
+
+def test_connect_failure_logs_one_error_then_one_warning_per_try(caplog):
+    supervisor, stop, _clock = make_supervisor()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(4):
+            supervisor.run_attempt(refused, catch_up=lambda: None)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(errors) == 1
+    assert "imdispatcher_db_port='5432' (config imdispatcher_db_port)" in (
+        errors[0].getMessage()
+    )
+    assert len(warnings) == 3
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)
+    assert stop.waits == [1.0, 2.0, 4.0, 8.0]
+    assert SECRET not in caplog.text
+
+
+def test_listening_resets_backoff_logs_downtime_and_catches_up(caplog):
+    supervisor, stop, clock = make_supervisor()
+    woken = []
+    supervisor.run_attempt(refused, catch_up=lambda: woken.append("early"))
+    supervisor.run_attempt(refused, catch_up=lambda: None)
+    clock.now += 7.5
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.run_attempt(listens_then_stops(stop), lambda: woken.append(1))
+    assert woken == [1]
+    assert "connected to pg-direct:5432/postgres" in caplog.text
+    assert "after 7.5 s of failed attempts" in caplog.text
+    assert supervisor.state.connected
+    assert supervisor.state.connects == 1
+
+
+def test_reconnect_logs_how_long_the_listener_was_down(caplog):
+    supervisor, stop, clock = make_supervisor()
+    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    clock.now += 3.0
+    supervisor.run_attempt(refused, catch_up=lambda: None)
+    clock.now += 1.25
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.run_attempt(listens_then_stops(stop), lambda: None)
+    assert "back on pg-direct:5432/postgres" in caplog.text
+    assert "after 4.2 s down" in caplog.text
+    assert supervisor.state.connects == 2
+    assert stop.waits == [1.0, 2.0]
+
+
+def test_failures_after_a_first_success_are_warnings(caplog):
+    supervisor, _stop, _clock = make_supervisor()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+        supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "cannot connect" in caplog.text
+
+
+def test_lost_connection_warns_and_retries_fast(caplog):
+    supervisor, stop, _clock = make_supervisor()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    assert "lost its connection" in caplog.text
+    assert stop.waits == [1.0]
+    assert not supervisor.state.connected
+
+
+def test_unexpected_error_shows_its_traceback_once(caplog):
+    supervisor, _stop, _clock = make_supervisor()
+
+    def buggy(route, on_listening):
+        raise KeyError("surprise")
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(3):
+            supervisor.run_attempt(buggy, catch_up=lambda: None)
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
+
+
+def test_errors_on_shutdown_are_silent(caplog):
+    supervisor, stop, _clock = make_supervisor()
+
+    def closed_on_shutdown(route, on_listening):
+        stop.set()
+        raise psycopg2.InterfaceError("connection already closed")
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.run_attempt(closed_on_shutdown, catch_up=lambda: None)
+    assert caplog.records == []
+    assert stop.waits == []
+
+
+def test_bad_route_logs_one_error_and_never_connects(caplog):
+    def bad_route():
+        return resolve_route({"imdispatcher_db_port": "abc"}, environ={})
+
+    supervisor, stop, _clock = make_supervisor(route_factory=bad_route)
+    calls = []
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(3):
+            supervisor.run_attempt(lambda *a: calls.append(a), lambda: None)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "imdispatcher_db_port = 'abc'" in errors[0].getMessage()
+    assert calls == []
+    assert stop.waits == [IDLE_WAIT] * 3
+
+
+def test_unconfigured_route_warns_that_the_bus_uses_db_host(caplog):
+    def unconfigured():
+        return resolve_route({"db_host": "pgbouncer", "db_port": 6432}, environ={})
+
+    supervisor, _stop, _clock = make_supervisor(route_factory=unconfigured)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.route()
+        supervisor.route()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "still listens through db_host (pgbouncer:6432" in warnings[0].getMessage()
+
+
+def test_route_is_resolved_once():
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return a_route()
+
+    supervisor, _stop, _clock = make_supervisor(route_factory=counting)
+    supervisor.route()
+    supervisor.route()
+    assert calls == [1]
+
+
+def test_route_config_error_is_a_value_error():
+    assert issubclass(RouteConfigError, ValueError)
