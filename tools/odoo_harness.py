@@ -13,10 +13,12 @@ import sys
 import time
 import urllib.request
 
+from .addon_for_series import copy_for_series
 from .pg_sandbox import LOOPBACK, ODOO_PASSWORD, ODOO_USER, free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADDON_NAME = "bus_alt_connection"
+MANIFEST_SERIES = "18.0"
 
 
 class OdooHarnessError(RuntimeError):
@@ -81,10 +83,19 @@ class OdooServer:
 
     # configuration -------------------------------------------------------
 
+    def addon_dir(self):
+        """The folder holding the addon, as an operator of this series has it."""
+        series = odoo_series(self.odoo_path)
+        if series == MANIFEST_SERIES:
+            return REPO_ROOT
+        target = os.path.join(self.workdir, "addons")
+        copy_for_series(series, target)
+        return target
+
     def options(self):
         modules = ["base", "web"] + ([ADDON_NAME] if self.with_addon else [])
         options = {
-            "addons_path": f"{self.odoo_path}/addons,{REPO_ROOT}",
+            "addons_path": f"{self.odoo_path}/addons,{self.addon_dir()}",
             "data_dir": os.path.join(self.workdir, "data"),
             "db_host": self.db_params["host"],
             "db_port": self.db_params["port"],
@@ -119,14 +130,18 @@ class OdooServer:
 
     # life cycle ----------------------------------------------------------
 
-    def init_database(self, modules="bus", timeout=600):
-        """Create the database with ``modules`` installed, then stop."""
+    def init_database(self, modules="bus", test_tags=None, timeout=600):
+        """Create the database with ``modules`` installed, then stop.
+
+        With ``test_tags``, Odoo's test runner runs those tests too.
+        """
         self.write_config()
+        tests = ["--test-enable", "--test-tags", test_tags] if test_tags else []
         result = subprocess.run(
             self.odoo_bin(
                 "-c", self.config_path, "-d", self.dbname, "-i", modules,
                 "--stop-after-init", "--without-demo=all", "--no-http",
-                "--logfile", os.path.join(self.workdir, "init.log"),
+                "--logfile", os.path.join(self.workdir, "init.log"), *tests,
             ),
             capture_output=True, text=True, timeout=timeout,
         )

@@ -280,6 +280,29 @@ class PgBouncer:
             "dbname": dbname,
         }
 
+    def server_local_ports(self):
+        """Local TCP ports of PgBouncer's connections to PostgreSQL.
+
+        A backend whose ``pg_stat_activity.client_port`` is not among them
+        was opened by someone else than PgBouncer.
+        """
+        conn = psycopg2.connect(
+            host=LOOPBACK,
+            port=self.port,
+            user=SUPERUSER,
+            password=SUPERUSER_PASSWORD,
+            dbname="pgbouncer",
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cr:
+                cr.execute("SHOW SERVERS")
+                columns = [column.name for column in cr.description]
+                rows = [dict(zip(columns, row)) for row in cr.fetchall()]
+        finally:
+            conn.close()
+        return {int(row["local_port"]) for row in rows}
+
 
 class Sandbox:
     """PostgreSQL plus a transaction-mode PgBouncer, cleaned up on exit."""

@@ -1,0 +1,94 @@
+# License AGPL-3.0 or later (https://www.gnu.org/licenses/agpl).
+import threading
+
+from odoo import sql_db
+from odoo.tests.common import TransactionCase
+from odoo.tools import config
+
+from odoo.addons.bus.models import bus as core_bus
+
+from .. import dispatcher_patch
+from ..listener_route import resolve_route
+from ..listener_supervisor import ListenerSupervisor
+
+ROUTE_OPTIONS = {
+    "imdispatcher_db_host": "listener.example",
+    "imdispatcher_db_port": "15432",
+    "imdispatcher_db_user": "listener_user",
+}
+
+
+class TestDispatcherPatch(TransactionCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # Odoo's loader calls post_load; a runner that imports the tests
+        # first (pytest-odoo) keeps it from doing so. install() is idempotent.
+        cls.supervisor = dispatcher_patch.install()
+
+    def setUp(self):
+        super().setUp()
+        for key, value in ROUTE_OPTIONS.items():
+            config[key] = value
+        self.addCleanup(self._forget_route_options)
+
+    def _forget_route_options(self):
+        for key in ROUTE_OPTIONS:
+            config.options.pop(key, None)
+
+    def test_loop_is_wrapped_once(self):
+        supervisor = core_bus.ImDispatch.loop.bus_alt_connection
+        self.assertIsInstance(supervisor, ListenerSupervisor)
+        self.assertIs(supervisor, self.supervisor)
+        db_connect = sql_db.db_connect
+        self.assertIs(dispatcher_patch.install(), supervisor)
+        self.assertIs(sql_db.db_connect, db_connect, "patched twice")
+
+    def test_route_reads_odoo_config(self):
+        route = resolve_route(config, environ={})
+        self.assertTrue(route.configured)
+        self.assertEqual(route.host, "listener.example")
+        self.assertEqual(route.port, "15432")
+        self.assertEqual(route.source("user"), "config imdispatcher_db_user")
+
+    def test_other_connections_keep_db_host(self):
+        _db, info = sql_db.connection_info_for("postgres")
+        self.assertEqual(info.get("host"), config["db_host"] or None)
+        self.assertNotEqual(info.get("port"), "15432")
+
+    def test_only_the_requesting_thread_gets_the_route(self):
+        route = resolve_route(config, environ={})
+        dispatcher_patch._this_thread.route = route
+        try:
+            _db, mine = sql_db.connection_info_for("postgres")
+            _db, other_db = sql_db.connection_info_for(self.env.cr.dbname)
+            seen = {}
+            thread = threading.Thread(
+                target=lambda: seen.update(
+                    info=sql_db.connection_info_for("postgres")[1]
+                )
+            )
+            thread.start()
+            thread.join()
+        finally:
+            dispatcher_patch._this_thread.route = None
+        self.assertEqual((mine["host"], mine["port"]), ("listener.example", "15432"))
+        self.assertEqual(mine["user"], "listener_user")
+        self.assertEqual(mine["database"], "postgres")
+        self.assertTrue(mine["application_name"].startswith("odoo-bus-listener-"))
+        self.assertNotEqual(other_db.get("port"), "15432")
+        self.assertNotEqual(seen["info"].get("port"), "15432")
+
+    def test_listen_request_is_used_once(self):
+        route = resolve_route(config, environ={})
+        heard = []
+        request = dispatcher_patch._ListenRequest(route, lambda: heard.append(1))
+        dispatcher_patch._this_thread.listen_request = request
+        try:
+            connection = sql_db.db_connect("postgres")
+            again = sql_db.db_connect("postgres")
+        finally:
+            dispatcher_patch._this_thread.listen_request = None
+        self.assertIsInstance(connection, dispatcher_patch._ListenerConnection)
+        self.assertNotIsInstance(again, dispatcher_patch._ListenerConnection)
+        self.assertEqual(heard, [])
