@@ -13,10 +13,12 @@ import selectors
 import time
 
 import psycopg2
+from psycopg2 import sql
 
 #: Core sends NOTIFY with this SQL function (overridable in 17.0+ by the
 #: ODOO_NOTIFY_FUNCTION environment variable, which we honour too).
 NOTIFY_FUNCTION = os.environ.get("ODOO_NOTIFY_FUNCTION", "pg_notify")
+NOTIFY_SQL = sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(NOTIFY_FUNCTION))
 
 
 @dataclasses.dataclass
@@ -64,7 +66,10 @@ def _send(notify_params, channel, count):
         with connection.cursor() as cr:
             for number in range(count):
                 cr.execute(
-                    f"SELECT {NOTIFY_FUNCTION}(%s, %s)", (channel, f"[{number}]")
+                    sql.SQL("SELECT {}(%s, %s)").format(
+                        sql.Identifier(NOTIFY_FUNCTION)
+                    ),
+                    (channel, f"[{number}]"),
                 )
                 first_committed_at = first_committed_at or time.monotonic()
     finally:
@@ -104,7 +109,7 @@ def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0):
     try:
         version, in_recovery = _server_facts(listener)
         with listener.cursor() as cr:
-            cr.execute(f'LISTEN "{channel}"')
+            cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         sent_at = _send(notify_params, channel, count)
         payloads, first_at = _collect(listener, channel, count, timeout)
     finally:

@@ -135,7 +135,7 @@ def diagnose_connection_error(exc, route):
     """
     reason = first_line(exc)
     lowered = str(exc).lower()
-    for pattern, options, advice in _DIAGNOSES:
+    for pattern, options, advice in _DIAGNOSES:  # noqa: B007
         if re.search(pattern, lowered):
             break
     else:

@@ -175,9 +175,7 @@ class ListenerSupervisor:
         self._consecutive_failures += 1
         _options, reason = diagnose_connection_error(error, route)
         state.last_error = reason
-        delay = retry_delay(
-            self._consecutive_failures, self._rng, cap=self._max_delay
-        )
+        delay = retry_delay(self._consecutive_failures, self._rng, cap=self._max_delay)
         self._log_failure(error, reason, was_listening, delay)
         return delay
 

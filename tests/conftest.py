@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import tempfile
 
@@ -57,7 +58,9 @@ def odoo_server(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
     odoo_path, odoo_python = odoo_tree
 
     def start(**kwargs):
-        workdir = os.path.join(odoo_workdir, f"{request.node.name}-{len(servers)}")
+        # no brackets from parametrized names: Odoo 19.0 globs addons paths
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)
+        workdir = os.path.join(odoo_workdir, f"{name}-{len(servers)}")
         server = OdooServer(
             odoo_path,
             odoo_python,

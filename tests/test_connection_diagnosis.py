@@ -52,7 +52,9 @@ def test_closed_port(sandbox):
     route = route_for(sandbox, imdispatcher_db_port=str(closed_port))
     options, message = failure_of(route)
     assert options == ("host", "port")
-    assert f"imdispatcher_db_port='{closed_port}' (config imdispatcher_db_port)" in message
+    assert (
+        f"imdispatcher_db_port='{closed_port}' (config imdispatcher_db_port)" in message
+    )
     assert "\n" not in message
 
 

@@ -27,7 +27,11 @@ def config(**options):
 def test_nothing_set_falls_back_to_odoo_db_options():
     route = resolve_route(config(), environ={})
     assert not route.configured
-    assert (route.host, route.port, route.user) == ("pgbouncer.internal", "6432", "odoo")
+    assert (route.host, route.port, route.user) == (
+        "pgbouncer.internal",
+        "6432",
+        "odoo",
+    )
     assert route.password == "pooled-secret"
     assert route.name == BUS_DATABASE
     assert route.source("host") == "fallback to config db_host"
@@ -90,9 +94,7 @@ def test_canonical_environment_spelling_wins_over_legacy(caplog):
 
 @pytest.mark.parametrize("unset", ["", False, "False", None])
 def test_odoo_unset_values_count_as_unset(unset):
-    route = resolve_route(
-        config(imdispatcher_db_host=unset, db_host=unset), environ={}
-    )
+    route = resolve_route(config(imdispatcher_db_host=unset, db_host=unset), environ={})
     assert route.host is None
     assert "host" not in route.libpq_params()
     assert not route.configured
@@ -162,9 +164,7 @@ def test_port_list_must_match_host_list():
 
 
 def test_password_never_in_descriptions():
-    route = resolve_route(
-        config(imdispatcher_db_password="direct-secret"), environ={}
-    )
+    route = resolve_route(config(imdispatcher_db_password="direct-secret"), environ={})
     assert "direct-secret" not in route.describe()
     assert "direct-secret" not in repr(route.public_dict())
     assert route.public_dict()["password"]["value"] == "(set)"

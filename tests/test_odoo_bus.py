@@ -82,7 +82,7 @@ def test_bad_port_keeps_http_serving_with_one_error(sandbox, odoo_server):
     try:
         assert server.wait_for_log(r"imdispatcher_db_port = 'abc'", timeout=30)
         time.sleep(2)
-        assert server.http_status("/web/login") == 200
+        assert server.http_status("/web/binary/company_logo") == 200
     finally:
         client.close()
     errors = errors_in(server.log_text())
@@ -98,7 +98,7 @@ def test_unreachable_route_retries_without_traceback(sandbox, odoo_server):
     client = BusClient(server.websocket_url(), CHANNEL)
     try:
         assert server.wait_for_log(r"still cannot connect \(attempt 3\)", timeout=30)
-        assert server.http_status("/web/login") == 200
+        assert server.http_status("/web/binary/company_logo") == 200
     finally:
         client.close()
     log = server.log_text()
@@ -117,7 +117,10 @@ def test_wrong_password_names_the_option_and_never_shows_it(sandbox, odoo_server
     finally:
         client.close()
     log = server.log_text()
-    assert re.search(r"ERROR .*password authentication failed.*imdispatcher_db_password='\(set\)'", log)
+    assert re.search(
+        r"ERROR .*password authentication failed.*imdispatcher_db_password='\(set\)'",
+        log,
+    )
     assert SECRET not in log
     assert "Traceback" not in log
 

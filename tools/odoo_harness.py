@@ -65,6 +65,7 @@ class OdooServer:
         with_addon=True,
         workers=0,
         extra_options=None,
+        addon_on_path=True,
     ):
         self.odoo_path = odoo_path
         self.odoo_python = odoo_python
@@ -75,6 +76,7 @@ class OdooServer:
         self.with_addon = with_addon
         self.workers = workers
         self.extra_options = extra_options or {}
+        self.addon_on_path = addon_on_path
         self.http_port = free_port()
         self.gevent_port = free_port()
         self.config_path = os.path.join(workdir, "odoo.conf")
@@ -95,7 +97,10 @@ class OdooServer:
     def options(self):
         modules = ["base", "web"] + ([ADDON_NAME] if self.with_addon else [])
         options = {
-            "addons_path": f"{self.odoo_path}/addons,{self.addon_dir()}",
+            "addons_path": ",".join(
+                [f"{self.odoo_path}/addons"]
+                + ([self.addon_dir()] if self.addon_on_path else [])
+            ),
             "data_dir": os.path.join(self.workdir, "data"),
             "db_host": self.db_params["host"],
             "db_port": self.db_params["port"],
@@ -139,11 +144,22 @@ class OdooServer:
         tests = ["--test-enable", "--test-tags", test_tags] if test_tags else []
         result = subprocess.run(
             self.odoo_bin(
-                "-c", self.config_path, "-d", self.dbname, "-i", modules,
-                "--stop-after-init", "--without-demo=all", "--no-http",
-                "--logfile", os.path.join(self.workdir, "init.log"), *tests,
+                "-c",
+                self.config_path,
+                "-d",
+                self.dbname,
+                "-i",
+                modules,
+                "--stop-after-init",
+                "--without-demo=all",
+                "--no-http",
+                "--logfile",
+                os.path.join(self.workdir, "init.log"),
+                *tests,
             ),
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise OdooHarnessError(
@@ -166,7 +182,7 @@ class OdooServer:
 
     def wait_for_http(self, port, timeout):
         deadline = time.monotonic() + timeout
-        url = f"http://{LOOPBACK}:{port}/web/login"
+        url = f"http://{LOOPBACK}:{port}/web/health"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise OdooHarnessError(
@@ -181,7 +197,7 @@ class OdooServer:
             time.sleep(0.3)
         raise OdooHarnessError(f"Odoo did not answer on port {port} in {timeout} s")
 
-    def http_status(self, path="/web/login"):
+    def http_status(self, path="/web/health"):
         url = f"http://{LOOPBACK}:{self.http_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
@@ -239,10 +255,19 @@ class OdooServer:
         )
         result = subprocess.run(
             self.odoo_bin(
-                "shell", "-c", self.config_path, "-d", self.dbname, "--no-http",
-                "--logfile", os.path.join(self.workdir, "shell.log"),
+                "shell",
+                "-c",
+                self.config_path,
+                "-d",
+                self.dbname,
+                "--no-http",
+                "--logfile",
+                os.path.join(self.workdir, "shell.log"),
             ),
-            input=script, capture_output=True, text=True, timeout=300,
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if result.returncode != 0:
             raise OdooHarnessError(f"odoo shell failed: {result.stderr[-2000:]}")

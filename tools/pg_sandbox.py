@@ -298,7 +298,7 @@ class PgBouncer:
             with conn.cursor() as cr:
                 cr.execute("SHOW SERVERS")
                 columns = [column.name for column in cr.description]
-                rows = [dict(zip(columns, row)) for row in cr.fetchall()]
+                rows = [dict(zip(columns, row, strict=False)) for row in cr.fetchall()]
         finally:
             conn.close()
         return {int(row["local_port"]) for row in rows}
