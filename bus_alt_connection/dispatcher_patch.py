@@ -23,9 +23,17 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from .listener_connection import listener_params
-from .listener_route import BUS_DATABASE, resolve_route
+from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts
+from .listener_connection import first_line, interrupt_connection, listener_params
+from .listener_route import (
+    BUS_DATABASE,
+    SETTING_OPTIONS,
+    RouteConfigError,
+    resolve_route,
+    resolve_settings,
+)
 from .listener_supervisor import ListenerSupervisor
+from .listener_watch import ListenerWatch, WatchProbe, deafness_explanation
 
 _logger = logging.getLogger(__name__)
 
@@ -59,7 +67,7 @@ class _ListenerCursor:
         result = self._cursor.commit()
         on_listening, self._on_listening = self._on_listening, None
         if on_listening is not None:
-            on_listening()
+            on_listening(self._cursor._cnx)
         return result
 
 
@@ -119,7 +127,43 @@ def wake_all_websockets(dispatcher):
     for subscribed in list(dispatcher._channels_to_ws.values()):
         websockets.update(subscribed)
     for websocket in websockets:
-        websocket.trigger_notification_dispatching()
+        if not isinstance(websocket, WatchProbe):
+            websocket.trigger_notification_dispatching()
+
+
+def notify_through_db_host(payload):
+    """NOTIFY the bus channel the way core does, on Odoo's own route."""
+    with sql_db.db_connect(BUS_DATABASE).cursor() as cr:
+        cr.execute(NOTIFY_SQL, ("imbus", payload))
+
+
+def explain_deafness(route):
+    """Compare the listener's route with db_host, for the self-check's ERROR."""
+    try:
+        ours = route_facts(listener_params(route))
+        with sql_db.db_connect(BUS_DATABASE).cursor() as cr:
+            theirs = read_server_facts(cr)
+    except Exception as error:
+        return f"the routes could not be compared ({first_line(error)})"
+    return deafness_explanation(ours, theirs)
+
+
+def start_watch(dispatcher, route, settings):
+    """Subscribe the watch's probe like a websocket and start its thread."""
+    watch = ListenerWatch(
+        route,
+        send_notify=notify_through_db_host,
+        explain_deafness=lambda: explain_deafness(route),
+        interrupt_listener=interrupt_connection,
+        stop_event=core_bus.stop_event,
+        interval=settings["heartbeat_interval"] or None,
+        timeout=settings["selfcheck_timeout"],
+    )
+    dispatcher._channels_to_ws[watch.probe.key] = {watch.probe}
+    threading.Thread(
+        target=watch.run, name="bus_alt_connection.watch", daemon=True
+    ).start()
+    return watch
 
 
 def install():
@@ -127,13 +171,18 @@ def install():
     installed = getattr(core_bus.ImDispatch.loop, "bus_alt_connection", None)
     if installed is not None:
         return installed
+    settings = _settings_or_defaults()
     supervisor = ListenerSupervisor(
         resolve_route=lambda: resolve_route(config),
         stop_event=core_bus.stop_event,
+        max_delay=settings["reconnect_max_delay"],
     )
     core_loop = core_bus.ImDispatch.loop
 
     def loop(self):
+        route = supervisor.route()
+        if route is not None and supervisor.watch is None:
+            supervisor.watch = start_watch(self, route, settings)
         supervisor.run_attempt(
             lambda route, on_listening: _run_core_loop_on_route(
                 core_loop, self, route, on_listening
@@ -150,3 +199,11 @@ def install():
     core_bus.ImDispatch.loop = loop
     supervisor.route()  # report configuration problems at start-up
     return supervisor
+
+
+def _settings_or_defaults():
+    try:
+        return resolve_settings(config)
+    except RouteConfigError as error:
+        _logger.error("bus_alt_connection: %s; using the defaults.", error)
+        return {option.name: option.default for option in SETTING_OPTIONS}

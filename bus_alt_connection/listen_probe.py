@@ -46,6 +46,41 @@ def _connect(params):
     return connection
 
 
+SERVER_FACTS_SQL = (
+    "SELECT pg_is_in_recovery(), current_database(), "
+    "(SELECT system_identifier FROM pg_control_system())"
+)
+
+
+def read_server_facts(cursor):
+    """What tells two routes apart: standby or not, database, cluster.
+
+    ``system_identifier`` is None where the role may not read it.
+    """
+    try:
+        cursor.execute(SERVER_FACTS_SQL)
+        in_recovery, database, system_identifier = cursor.fetchone()
+    except psycopg2.Error:
+        cursor.connection.rollback()
+        cursor.execute("SELECT pg_is_in_recovery(), current_database()")
+        (in_recovery, database), system_identifier = cursor.fetchone(), None
+    return {
+        "in_recovery": in_recovery,
+        "database": database,
+        "system_identifier": system_identifier,
+    }
+
+
+def route_facts(params):
+    """``read_server_facts`` through a short connection with ``params``."""
+    connection = _connect(params)
+    try:
+        with connection.cursor() as cr:
+            return read_server_facts(cr)
+    finally:
+        connection.close()
+
+
 def _server_facts(connection):
     with connection.cursor() as cr:
         cr.execute("SHOW server_version")

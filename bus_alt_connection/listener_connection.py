@@ -5,6 +5,7 @@ Plain Python: psycopg2 only.
 
 import os
 import re
+import socket
 
 #: Seconds libpq waits for a route that does not answer (firewalled host).
 CONNECT_TIMEOUT = 10
@@ -31,6 +32,24 @@ def listener_params(route):
     }
     params.update(route.libpq_params())
     return params
+
+
+def interrupt_connection(connection):
+    """Make a connection that another thread waits on fail at once.
+
+    Shutting the socket down wakes the thread blocked in select() with an
+    end of file; its next ``poll()`` raises, as if the server had gone.
+    """
+    try:
+        sock = socket.socket(fileno=os.dup(connection.fileno()))
+    except (OSError, ValueError):
+        return  # already closed
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 # (regex on libpq's or PgBouncer's message, options at fault, advice)

@@ -15,10 +15,10 @@ _logger = logging.getLogger(__name__)
 #: (``bus.bus._sendone``/``_sendmany``) goes to this same database.
 BUS_DATABASE = "postgres"
 
-OPTION_PREFIX = "imdispatcher_db_"
-ENV_PREFIX = "ODOO_IMDISPATCHER_DB_"
+OPTION_PREFIX = "imdispatcher_"
+ENV_PREFIX = "ODOO_IMDISPATCHER_"
 #: The spelling the upstream README documents; accepted with a warning.
-LEGACY_ENV_PREFIX = "IMDISPATCHER_DB_"
+LEGACY_ENV_PREFIX = "IMDISPATCHER_"
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = (
@@ -85,9 +85,21 @@ def _parse_choice(choices, example):
     return parse
 
 
+def _parse_seconds(name, text, source):
+    try:
+        seconds = float(text)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds < 0:
+        raise RouteConfigError(
+            name, text, source, "is not a number of seconds", f"set {name} to e.g. 30"
+        )
+    return seconds
+
+
 @dataclasses.dataclass(frozen=True)
 class RouteOption:
-    """One ``imdispatcher_db_<name>`` option."""
+    """One ``imdispatcher_db_<name>`` option (or ``imdispatcher_<name>``)."""
 
     name: str
     #: Odoo's own option used when ours is not set (core's behaviour).
@@ -95,18 +107,19 @@ class RouteOption:
     default: object = None
     parse: object = _parse_text
     secret: bool = False
+    group: str = "db_"
 
     @property
     def option(self):
-        return OPTION_PREFIX + self.name
+        return OPTION_PREFIX + self.group + self.name
 
     @property
     def env(self):
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + (self.group + self.name).upper()
 
     @property
     def legacy_env(self):
-        return LEGACY_ENV_PREFIX + self.name.upper()
+        return LEGACY_ENV_PREFIX + (self.group + self.name).upper()
 
 
 ROUTE_OPTIONS = (
@@ -124,6 +137,13 @@ ROUTE_OPTIONS = (
         "target_session_attrs",
         parse=_parse_choice(TARGET_SESSION_ATTRS, "read-write"),
     ),
+)
+
+#: How the listener behaves, apart from where it connects.
+SETTING_OPTIONS = (
+    RouteOption("heartbeat_interval", default=30.0, parse=_parse_seconds, group=""),
+    RouteOption("selfcheck_timeout", default=5.0, parse=_parse_seconds, group=""),
+    RouteOption("reconnect_max_delay", default=30.0, parse=_parse_seconds, group=""),
 )
 
 #: psycopg2 keyword for each option, where it differs from the name
@@ -212,18 +232,34 @@ def resolve_route(config, environ=None):
     :raises RouteConfigError: on the first value that cannot work
     """
     environ = os.environ if environ is None else environ
+    values = _resolve(ROUTE_OPTIONS, config, environ)
+    configured = any(
+        route_value.source.startswith(("env", "config imdispatcher"))
+        for route_value in values.values()
+    )
+    _check_one_port_per_host(values)
+    return ListenerRoute(values=values, configured=configured)
+
+
+def resolve_settings(config, environ=None):
+    """Heartbeat interval, self-check timeout and reconnect cap, in seconds.
+
+    :raises RouteConfigError: on a value that is not a number of seconds
+    """
+    environ = os.environ if environ is None else environ
+    values = _resolve(SETTING_OPTIONS, config, environ)
+    return {name: route_value.value for name, route_value in values.items()}
+
+
+def _resolve(options, config, environ):
     values = {}
-    configured = False
-    for option in ROUTE_OPTIONS:
+    for option in options:
         raw, source = _lookup(option, config, environ)
-        if source.startswith(("env", "config imdispatcher")):
-            configured = True
         value = raw
         if raw not in UNSET_VALUES:
             value = option.parse(option.option, raw, source)
         values[option.name] = RouteValue(value, source)
-    _check_one_port_per_host(values)
-    return ListenerRoute(values=values, configured=configured)
+    return values
 
 
 def _check_one_port_per_host(values):

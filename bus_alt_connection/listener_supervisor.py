@@ -67,6 +67,8 @@ class ListenerSupervisor:
         self._traceback_logged = set()
         self._consecutive_failures = 0
         self.state = ListenerState()
+        #: the ListenerWatch (self-check, heartbeat), once the glue starts it
+        self.watch = None
 
     def route(self):
         """The resolved route, or None (logged once) when it cannot work."""
@@ -114,7 +116,7 @@ class ListenerSupervisor:
 
         :param core_loop: ``core_loop(route, on_listening)`` runs core's
             dispatcher loop with its LISTEN connection on ``route`` and calls
-            ``on_listening()`` once LISTEN is committed.
+            ``on_listening(connection)`` once LISTEN is committed.
         :param catch_up: called once listening, to wake the websockets so
             that they read what was committed while the listener was down.
         """
@@ -124,9 +126,11 @@ class ListenerSupervisor:
             return
         listening = []
 
-        def on_listening():
+        def on_listening(connection=None):
             listening.append(True)
             self._on_listening(route)
+            if self.watch is not None:
+                self.watch.listener_connected(connection)
             catch_up()
 
         try:
@@ -167,6 +171,8 @@ class ListenerSupervisor:
         self._last_logged_reason = None
 
     def _on_failure(self, route, error, was_listening):
+        if self.watch is not None:
+            self.watch.listener_lost()
         state = self.state
         state.connected = False
         if state.down_since is None:

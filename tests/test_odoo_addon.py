@@ -19,9 +19,8 @@ from tools.odoo_harness import (
     odoo_series,
 )
 
-from .test_packaging import build_wheel
-
 from .test_odoo_bus import COUNT, delivered, direct_route, errors_in
+from .test_packaging import build_wheel
 
 RESULT = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
 
@@ -113,9 +112,20 @@ def test_addon_installed_from_its_wheel_delivers(
     wheel = build_wheel(source, str(tmp_path / "wheel"))
     target = tmp_path / "site-packages"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-         "--target", str(target), wheel],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            wheel,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     installed_addons = target / "odoo" / "addons"
     assert (installed_addons / ADDON_NAME / "__manifest__.py").exists()

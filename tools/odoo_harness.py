@@ -127,8 +127,7 @@ class OdooServer:
         os.makedirs(self.workdir, exist_ok=True)
         with open(self.config_path, "w") as handle:
             handle.write("[options]\n")
-            for key, value in self.options().items():
-                handle.write(f"{key} = {value}\n")
+            handle.writelines(f"{key} = {value}\n" for key, value in self.options().items())
 
     def odoo_bin(self, *args):
         return [self.odoo_python, os.path.join(self.odoo_path, "odoo-bin"), *args]
