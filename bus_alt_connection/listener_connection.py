@@ -3,6 +3,7 @@
 Plain Python: psycopg2 only.
 """
 
+import contextlib
 import os
 import re
 import socket
@@ -44,12 +45,8 @@ def interrupt_connection(connection):
         sock = socket.socket(fileno=os.dup(connection.fileno()))
     except (OSError, ValueError):
         return  # already closed
-    try:
+    with contextlib.closing(sock), contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
 
 
 # (regex on libpq's or PgBouncer's message, options at fault, advice)

@@ -127,7 +127,9 @@ class OdooServer:
         os.makedirs(self.workdir, exist_ok=True)
         with open(self.config_path, "w") as handle:
             handle.write("[options]\n")
-            handle.writelines(f"{key} = {value}\n" for key, value in self.options().items())
+            handle.writelines(
+                f"{key} = {value}\n" for key, value in self.options().items()
+            )
 
     def odoo_bin(self, *args):
         return [self.odoo_python, os.path.join(self.odoo_path, "odoo-bin"), *args]
