@@ -27,6 +27,7 @@ _logger = logging.getLogger(__name__)
 
 SELF_CHECK_TIMEOUT = 5.0
 HEARTBEAT_INTERVAL = 30.0
+SEND_RETRY_DELAY = 1.0
 PROBE_CHANNEL_PREFIX = "bus_alt_connection_watch"
 
 
@@ -108,8 +109,14 @@ class ListenerWatch:
                 return
             if fresh:
                 self._connected.clear()
-            if self._connection is not None:
-                self.check_once(after_connect=fresh)
+            if self._connection is None:
+                continue
+            result = self.check_once(after_connect=fresh)
+            if result is None and fresh:
+                # db_host could not take the NOTIFY (PgBouncer restarting,
+                # a failover): the self-check is owed, try again shortly
+                self._stop_event.wait(SEND_RETRY_DELAY)
+                self._connected.set()
 
     def check_once(self, after_connect):
         kind = "self-check" if after_connect else "heartbeat"

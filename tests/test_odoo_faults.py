@@ -5,12 +5,14 @@ the listener comes back and that every notification committed during the
 fault reaches the websocket, live or through the catch-up.
 """
 
+import os
 import time
 import uuid
 
 import pytest
 
-from tools.odoo_harness import BusClient
+from tools.odoo_harness import BusClient, OdooServer
+from tools.pg_sandbox import Sandbox
 from tools.tcp_proxy import TcpProxy
 
 from .test_odoo_bus import COUNT, LISTENING, NOTIFICATION, errors_in
@@ -181,3 +183,69 @@ def test_silent_route_is_caught_by_the_heartbeat(sandbox, odoo_server, proxy):
         assert len(send_and_receive(server, client, channel)) == COUNT
     finally:
         client.close()
+
+
+def test_pgbouncer_restart_under_a_session_mode_route(sandbox, odoo_server):
+    server = odoo_server(
+        listener_params={
+            "host": "127.0.0.1",
+            "port": sandbox.pgbouncer.port,
+            "name": "postgres_listen",
+        }
+    )
+    client, channel = subscribe(server)
+    try:
+        assert server.wait_for_log(r"self-check passed", timeout=15)
+        sandbox.pgbouncer.stop()
+        assert server.wait_for_log(r"lost its connection", timeout=15)
+        sandbox.pgbouncer.start()
+        assert server.wait_for_log(r"bus listener back on", timeout=60)
+        assert len(send_and_receive(server, client, channel)) == COUNT
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def failover_site(odoo_tree, odoo_workdir):
+    """A primary, its streaming standby and a PgBouncer, for this test only."""
+    with Sandbox() as site:
+        standby = site.postgres.make_standby(os.path.join(site.workdir, "standby"))
+        try:
+            dbname = "bus_failover"
+            OdooServer(
+                *odoo_tree,
+                os.path.join(odoo_workdir, "failover-init"),
+                dbname,
+                site.postgres.odoo_params(),
+                with_addon=False,
+            ).init_database()
+            yield site, standby, dbname
+        finally:
+            standby.stop(mode="immediate")
+
+
+def test_listener_follows_a_promoted_standby(failover_site, odoo_tree, odoo_workdir):
+    site, standby, dbname = failover_site
+    server = OdooServer(
+        *odoo_tree,
+        os.path.join(odoo_workdir, "failover"),
+        dbname,
+        site.pgbouncer.odoo_params(),
+        listener_params={
+            "host": "127.0.0.1,127.0.0.1",
+            "port": f"{site.postgres.port},{standby.port}",
+            "target_session_attrs": "read-write",
+        },
+    ).start()
+    try:
+        client, channel = subscribe(server)
+        assert server.wait_for_log(r"self-check passed", timeout=15)
+        site.postgres.stop()
+        standby.promote()
+        site.pgbouncer.retarget(standby)
+        assert server.wait_for_log(r"bus listener back on", timeout=60)
+        assert wait_for_count(server, "self-check passed", 2, timeout=30)
+        assert len(send_and_receive(server, client, channel)) == COUNT
+        client.close()
+    finally:
+        server.stop()

@@ -275,18 +275,38 @@ class OdooServer:
 
 
 class BusClient:
-    """A websocket subscribed to one bus channel, counting what arrives."""
+    """A websocket subscribed to one bus channel, counting what arrives.
+
+    Like Odoo's own bus worker in the browser, it reconnects when the server
+    closes the websocket (Odoo does when a database error hits it) and
+    subscribes again with the id of the last notification it received.
+    """
 
     def __init__(self, url, channel, timeout=60):
+        self.url = url
+        self.channel = channel
+        self.timeout = timeout
+        self.last_id = 0
+        self.reconnects = 0
+        self.connection = None
+        self._connect()
+
+    def _connect(self):
         import websocket  # websocket-client
 
-        self.channel = channel
-        self.connection = websocket.create_connection(url, timeout=timeout)
-        self.connection.send(
-            json.dumps(
-                {"event_name": "subscribe", "data": {"channels": [channel], "last": 0}}
-            )
-        )
+        self.connection = websocket.create_connection(self.url, timeout=self.timeout)
+        subscribe = {"channels": [self.channel], "last": self.last_id}
+        self.connection.send(json.dumps({"event_name": "subscribe", "data": subscribe}))
+
+    def _reconnect(self, deadline):
+        self.reconnects += 1
+        while time.monotonic() < deadline:
+            try:
+                self._connect()
+                return True
+            except Exception:  # refused, or a handshake error: retry
+                time.sleep(0.5)
+        return False
 
     def receive(self, notification_type, expected, timeout):
         """Payloads of ``notification_type`` received within ``timeout`` s."""
@@ -300,7 +320,12 @@ class BusClient:
                 frame = self.connection.recv()
             except websocket.WebSocketTimeoutException:
                 break
+            except websocket.WebSocketConnectionClosedException:
+                if not self._reconnect(deadline):
+                    break
+                continue
             for notification in json.loads(frame) if frame else []:
+                self.last_id = max(self.last_id, notification.get("id", 0))
                 message = notification.get("message", {})
                 if message.get("type") == notification_type:
                     received.append(message.get("payload"))

@@ -168,6 +168,36 @@ class PostgresServer:
         self.stop()
         self.start()
 
+    def make_standby(self, workdir, port=None):
+        """A streaming replica of this server, started, in ``workdir``."""
+        standby = PostgresServer(workdir, port=port)
+        os.makedirs(standby.socketdir, exist_ok=True)
+        for path in (standby.workdir, standby.socketdir):
+            _give_to_server_user(path)
+        standby._run(
+            "pg_basebackup",
+            "-h",
+            self.socketdir,
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-D",
+            standby.datadir,
+            "-R",
+            "-X",
+            "stream",
+        )
+        with open(os.path.join(standby.datadir, "postgresql.conf"), "a") as conf:
+            conf.write(
+                f"port = {standby.port}\n"
+                f"unix_socket_directories = '{standby.socketdir}'\n"
+            )
+        return standby.start()
+
+    def promote(self):
+        self._run("pg_ctl", "-D", self.datadir, "-w", "promote")
+
     def superuser_params(self, dbname="postgres"):
         return {
             "host": self.socketdir,
@@ -215,6 +245,13 @@ class PgBouncer:
         self.logfile = os.path.join(workdir, "pgbouncer.log")
         self.pidfile = os.path.join(workdir, "pgbouncer.pid")
         self.process = None
+
+    def retarget(self, postgres):
+        """Send every pool to another PostgreSQL (a failover), restarting."""
+        self.stop()
+        self.postgres = postgres
+        self.write_config()
+        return self.start()
 
     def write_config(self):
         os.makedirs(self.workdir, exist_ok=True)
