@@ -17,6 +17,7 @@ from .listener_route import BUS_DATABASE, RouteConfigError
 _logger = logging.getLogger(__name__)
 
 FIRST_RETRY_DELAY = 1.0
+FAST_RETRIES = 10
 MAX_RETRY_DELAY = 30.0
 #: How long the dispatcher idles between checks when the route is unusable.
 IDLE_WAIT = 3600.0
@@ -37,11 +38,14 @@ class ListenerState:
 def retry_delay(failures, rng=random.random, first=FIRST_RETRY_DELAY, cap=None):
     """Seconds to wait after ``failures`` consecutive failed attempts (>= 1).
 
-    Exponential backoff with "equal jitter": the n-th wait is between half
-    and all of ``first * 2**(n-1)``, capped at ``cap``.
+    The first ``FAST_RETRIES`` waits are at most ``first`` seconds, so that
+    a restart or a failover (a few seconds) costs at most about a second
+    once the server is back; after that the wait doubles up to ``cap``.
+    Each wait is jittered ("equal jitter": between half and all of it), so
+    that the servers of a cluster do not reconnect in step.
     """
     cap = MAX_RETRY_DELAY if cap is None else cap
-    ceiling = min(cap, first * 2 ** (failures - 1))
+    ceiling = min(cap, first * 2 ** max(0, failures - FAST_RETRIES))
     return ceiling / 2 + rng() * ceiling / 2
 
 

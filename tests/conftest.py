@@ -9,6 +9,11 @@ from tools.odoo_harness import OdooServer, odoo_from_environment, odoo_series
 from tools.pg_sandbox import Sandbox
 
 
+def safe_name(request):
+    """The test's name without brackets: Odoo 19.0 globs addons paths."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     """A private PostgreSQL and a transaction-mode PgBouncer on loopback."""
@@ -58,9 +63,7 @@ def odoo_server(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
     odoo_path, odoo_python = odoo_tree
 
     def start(**kwargs):
-        # no brackets from parametrized names: Odoo 19.0 globs addons paths
-        name = re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)
-        workdir = os.path.join(odoo_workdir, f"{name}-{len(servers)}")
+        workdir = os.path.join(odoo_workdir, f"{safe_name(request)}-{len(servers)}")
         server = OdooServer(
             odoo_path,
             odoo_python,

@@ -12,6 +12,7 @@ import pytest
 
 from bus_alt_connection.listener_route import RouteConfigError, resolve_route
 from bus_alt_connection.listener_supervisor import (
+    FAST_RETRIES,
     IDLE_WAIT,
     ListenerSupervisor,
     retry_delay,
@@ -89,9 +90,9 @@ def listens_then_stops(stop):
     return core_loop
 
 
-@pytest.mark.parametrize("failures", range(1, 12))
-def test_retry_delay_is_jittered_exponential_and_capped(failures):
-    ceiling = min(30.0, 2 ** (failures - 1))
+@pytest.mark.parametrize("failures", range(1, 20))
+def test_retry_delay_is_fast_then_jittered_exponential_and_capped(failures):
+    ceiling = min(30.0, 2 ** max(0, failures - FAST_RETRIES))
     low = retry_delay(failures, rng=lambda: 0.0)
     high = retry_delay(failures, rng=lambda: 1.0)
     assert (low, high) == (ceiling / 2, ceiling)
@@ -119,8 +120,15 @@ def test_connect_failure_logs_one_error_then_one_warning_per_try(caplog):
     assert len(warnings) == 3
     assert all("\n" not in r.getMessage() for r in caplog.records)
     assert not any(r.exc_info for r in caplog.records)
-    assert stop.waits == [1.0, 2.0, 4.0, 8.0]
+    assert stop.waits == [1.0] * 4
     assert SECRET not in caplog.text
+
+
+def test_waits_grow_after_the_fast_retries():
+    supervisor, stop, _clock = make_supervisor()
+    for _attempt in range(FAST_RETRIES + 4):
+        supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert stop.waits == [1.0] * FAST_RETRIES + [2.0, 4.0, 8.0, 16.0]
 
 
 def test_listening_resets_backoff_logs_downtime_and_catches_up(caplog):
@@ -149,7 +157,7 @@ def test_reconnect_logs_how_long_the_listener_was_down(caplog):
     assert "back on pg-direct:5432/postgres" in caplog.text
     assert "after 4.2 s down" in caplog.text
     assert supervisor.state.connects == 2
-    assert stop.waits == [1.0, 2.0]
+    assert stop.waits == [1.0, 1.0]
 
 
 def test_failures_after_a_first_success_are_warnings(caplog):

@@ -274,6 +274,8 @@ class PgBouncer:
                 f"auth_type = scram-sha-256\nauth_file = {userlist}\n"
                 f"pool_mode = {self.pool_mode}\n"
                 "max_client_conn = 500\ndefault_pool_size = 20\n"
+                # after a PostgreSQL restart, retry logins after 1 s, not 15
+                "server_login_retry = 1\n"
                 "ignore_startup_parameters = extra_float_digits,options\n"
                 f"logfile = {self.logfile}\npidfile = {self.pidfile}\n"
                 f"admin_users = {SUPERUSER}\n"

@@ -1,0 +1,24 @@
+# License AGPL-3.0 or later (https://www.gnu.org/licenses/agpl).
+"""``odoo-bin bus_check``: will the bus work with this configuration?
+
+Odoo 19.0 loads this file on its own (as ``odoo.cli.bus_check``), so it
+imports the addon by its absolute name.
+"""
+
+import sys
+
+from odoo.cli import Command
+from odoo.tools import config
+
+from odoo.addons.bus_alt_connection.setup_check import check_setup, emit
+
+
+class BusCheck(Command):
+    """Check that the bus will work behind PgBouncer (bus_alt_connection)"""
+
+    name = "bus_check"
+
+    def run(self, args):
+        as_json = "--json" in args
+        config.parse_config([arg for arg in args if arg != "--json"])
+        sys.exit(emit(check_setup(config), as_json))

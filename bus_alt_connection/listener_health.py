@@ -1,0 +1,38 @@
+"""The listener's health, as a monitor and an administrator want it.
+
+Plain Python: built from the supervisor's state and the watch's last check.
+"""
+
+import time
+
+
+def health_report(supervisor, now=None):
+    """(healthy, details) of the listener of this process.
+
+    Healthy: connected, and its last self-check or heartbeat (if any since
+    the connect) heard what Odoo sent.
+    """
+    now = time.monotonic() if now is None else now
+    state = supervisor.state
+    watch = supervisor.watch
+    last = watch.last_result if watch is not None else None
+    healthy = state.connected and (last is None or last.ok)
+    route = supervisor.route()
+    details = {
+        "connected": state.connected,
+        "connected_for_s": _age(state.connected_since, now) if state.connected else None,
+        "down_for_s": _age(state.down_since, now),
+        "connects": state.connects,
+        "reconnects": max(0, state.connects - 1),
+        "failed_attempts": state.failed_attempts,
+        "last_error": state.last_error,
+        "last_check": None
+        if last is None
+        else {"kind": last.kind, "ok": last.ok, "age_s": _age(last.at, now)},
+        "route": route.public_dict() if route is not None else None,
+    }
+    return healthy, details
+
+
+def _age(moment, now):
+    return None if moment is None else round(now - moment, 1)

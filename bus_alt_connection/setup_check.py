@@ -1,0 +1,223 @@
+"""Will the bus work with this configuration? An operator's check.
+
+Plain Python: runs inside ``odoo-bin bus_check`` (with Odoo's parsed
+config) and without Odoo::
+
+    python -m bus_alt_connection.setup_check -c /etc/odoo/odoo.conf [--json]
+
+Exit code 0 when the bus will work, 1 for a misconfiguration, 2 when a
+server cannot be reached.
+"""
+
+import argparse
+import configparser
+import dataclasses
+import json
+import os
+import sys
+
+import psycopg2
+
+from .listen_probe import notify_roundtrip, route_facts
+from .listener_connection import diagnose_connection_error, listener_params
+from .listener_route import (
+    BUS_DATABASE,
+    UNSET_VALUES,
+    RouteConfigError,
+    resolve_route,
+)
+from .listener_watch import deafness_explanation
+
+ADDON = "bus_alt_connection"
+OK, MISCONFIGURED, UNREACHABLE = 0, 1, 2
+PROBE_TIMEOUT = 3.0
+
+
+@dataclasses.dataclass
+class Report:
+    exit_code: int = OK
+    verdict: str = ""
+    advice: str = ""
+    route: dict | None = None
+    db_host: dict | None = None
+    round_trip: dict | None = None
+    server_wide: dict | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def odoo_db_params(config):
+    """Where Odoo itself connects (``db_*``), to the bus database."""
+    params = {"dbname": BUS_DATABASE, "connect_timeout": 10}
+    for name in ("host", "port", "user", "password", "sslmode"):
+        value = config.get("db_" + name)
+        if value not in UNSET_VALUES:
+            params[name] = value
+    return params
+
+
+def server_wide_modules(config):
+    value = config.get("server_wide_modules")
+    if value in UNSET_VALUES:
+        return ["base", "web"]
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return list(value)
+
+
+def _describe(params):
+    return "{}:{}".format(params.get("host", "(socket)"), params.get("port", 5432))
+
+
+def check_db_host(params):
+    """Is ``db_host`` a transaction-mode pooler? Try LISTEN through it."""
+    result = notify_roundtrip(params, params, timeout=PROBE_TIMEOUT)
+    return {
+        "route": _describe(params),
+        "listen_works": result.delivered_all,
+        "pooler": not result.delivered_all,
+    }
+
+
+def check_route(route, notify_params):
+    result = notify_roundtrip(
+        listener_params(route), notify_params, timeout=PROBE_TIMEOUT
+    )
+    return {
+        "route": route.describe(),
+        "received": result.delivered_all,
+        "ms": None
+        if result.first_delivery_ms is None
+        else round(result.first_delivery_ms, 1),
+        "server_version": result.server_version,
+        "standby": result.in_recovery,
+    }
+
+
+def check_setup(config, environ=None):
+    """Run every check; return a Report. ``config`` maps Odoo's options."""
+    report = Report()
+    modules = server_wide_modules(config)
+    report.server_wide = {"modules": modules, "loaded": ADDON in modules}
+    try:
+        route = resolve_route(config, environ)
+    except RouteConfigError as error:
+        return _verdict(report, MISCONFIGURED, str(error), "fix that value")
+    report.route = route.public_dict()
+    notify_params = odoo_db_params(config)
+    try:
+        report.db_host = check_db_host(notify_params)
+    except psycopg2.OperationalError as error:
+        return _verdict(
+            report,
+            UNREACHABLE,
+            f"db_host {_describe(notify_params)} cannot be reached: "
+            f"{str(error).strip().splitlines()[0]}",
+            "check db_host, db_port, db_user and db_password",
+        )
+    try:
+        report.round_trip = check_route(route, notify_params)
+    except psycopg2.OperationalError as error:
+        _options, reason = diagnose_connection_error(error, route)
+        return _verdict(report, UNREACHABLE, "the listener route fails", reason)
+    return _judge(report, route, notify_params)
+
+
+def _judge(report, route, notify_params):
+    if not report.round_trip["received"]:
+        explanation = deafness_explanation(
+            route_facts(listener_params(route)), route_facts(notify_params)
+        )
+        return _verdict(
+            report,
+            MISCONFIGURED,
+            f"the listener route {route.describe()} hears nothing Odoo sends",
+            explanation,
+        )
+    if not report.server_wide["loaded"] and report.db_host["pooler"]:
+        return _verdict(
+            report,
+            MISCONFIGURED,
+            f"db_host is a transaction-mode pooler and {ADDON} is not loaded",
+            f"add {ADDON} to server_wide_modules",
+        )
+    return _verdict(
+        report,
+        OK,
+        f"the bus will work: the listener on {route.describe()} hears what "
+        f"Odoo sends in {report.round_trip['ms']} ms",
+        "",
+    )
+
+
+def _verdict(report, exit_code, verdict, advice):
+    report.exit_code, report.verdict, report.advice = exit_code, verdict, advice
+    return report
+
+
+def format_report(report):
+    lines = ["bus_alt_connection check", ""]
+    if report.route:
+        lines.append("listener route (imdispatcher_db_*):")
+        for name, item in report.route.items():
+            lines.append(f"  {name:<22} {item['value']!s:<24} {item['source']}")
+    if report.db_host:
+        kind = (
+            "a transaction-mode pooler: LISTEN through it hears nothing"
+            if report.db_host["pooler"]
+            else "LISTEN works through it"
+        )
+        lines.append(f"db_host {report.db_host['route']}: {kind}")
+    if report.round_trip:
+        trip = report.round_trip
+        lines.append(
+            "LISTEN on the route, NOTIFY through db_host: "
+            + (f"received in {trip['ms']} ms" if trip["received"] else "NOTHING received")
+            + f"; PostgreSQL {trip['server_version']}, "
+            + ("standby" if trip["standby"] else "primary")
+        )
+    if report.server_wide:
+        state = "loaded" if report.server_wide["loaded"] else "NOT loaded"
+        lines.append(
+            f"server_wide_modules: {','.join(report.server_wide['modules'])} "
+            f"({ADDON} {state})"
+        )
+    label = {OK: "OK", MISCONFIGURED: "MISCONFIGURED", UNREACHABLE: "UNREACHABLE"}
+    lines += ["", f"verdict: {label[report.exit_code]}: {report.verdict}"]
+    if report.advice:
+        lines.append(f"what to do: {report.advice}")
+    return "\n".join(lines)
+
+
+def read_config_file(path):
+    """The [options] of an Odoo configuration file, as Odoo reads them."""
+    parser = configparser.RawConfigParser()
+    if not parser.read(path):
+        raise SystemExit(f"cannot read {path}")
+    return dict(parser.items("options")) if parser.has_section("options") else {}
+
+
+def emit(report, as_json, out=None):
+    out = out or sys.stdout
+    if as_json:
+        out.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        out.write(format_report(report) + "\n")
+    return report.exit_code
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m bus_alt_connection.setup_check",
+        description="Check that Odoo's bus will work with this configuration.",
+    )
+    parser.add_argument("-c", "--config", default=os.environ.get("ODOO_RC"))
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    config = read_config_file(args.config) if args.config else {}
+    return emit(check_setup(config), args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

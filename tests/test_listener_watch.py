@@ -1,0 +1,165 @@
+"""Self-check and heartbeat logic, without Odoo.
+
+The watch's NOTIFY goes over a real PostgreSQL (LISTEN/NOTIFY on the
+sandbox), and a small loop stands in for core's dispatcher: it does what
+core's loop does with a payload, look the channels up and wake who is
+subscribed.
+"""
+
+import json
+import logging
+import threading
+
+import psycopg2
+import pytest
+
+from bus_alt_connection.listen_probe import route_facts
+from bus_alt_connection.listener_route import resolve_route
+from bus_alt_connection.listener_watch import (
+    ListenerWatch,
+    deafness_explanation,
+)
+
+LOGGER = "bus_alt_connection.listener_watch"
+
+
+class Relay:
+    """LISTEN on ``listen_params``, wake subscribers by channel key."""
+
+    def __init__(self, listen_params):
+        self.subscribers = {}
+        self.connection = psycopg2.connect(**listen_params)
+        self.connection.autocommit = True
+        self.connection.cursor().execute("LISTEN imbus")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.connection, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if not selector.select(0.1):
+                    continue
+                try:
+                    self.connection.poll()
+                except psycopg2.Error:
+                    return
+                while self.connection.notifies:
+                    for channel in json.loads(self.connection.notifies.pop().payload):
+                        for subscriber in self.subscribers.get(tuple(channel), ()):
+                            subscriber.trigger_notification_dispatching()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.connection.close()
+
+
+def notifier(params):
+    def send(payload):
+        connection = psycopg2.connect(**params)
+        connection.autocommit = True
+        try:
+            connection.cursor().execute("SELECT pg_notify('imbus', %s)", (payload,))
+        finally:
+            connection.close()
+
+    return send
+
+
+def make_watch(sandbox, listen_params, interrupted):
+    route = resolve_route({"imdispatcher_db_host": "listener-route"}, environ={})
+    relay = Relay(listen_params)
+    watch = ListenerWatch(
+        route,
+        send_notify=notifier(sandbox.pgbouncer.odoo_params()),
+        explain_deafness=lambda: deafness_explanation(
+            route_facts(listen_params), route_facts(sandbox.pgbouncer.odoo_params())
+        ),
+        interrupt_listener=interrupted.append,
+        stop_event=threading.Event(),
+        timeout=2,
+    )
+    relay.subscribers[watch.probe.key] = {watch.probe}
+    watch.listener_connected(relay.connection)
+    return watch, relay
+
+
+def test_self_check_passes_on_a_direct_route(sandbox, caplog):
+    interrupted = []
+    watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), interrupted)
+    try:
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            result = watch.check_once(after_connect=True)
+    finally:
+        relay.close()
+    assert result.ok
+    assert "self-check passed" in caplog.text
+    assert interrupted == []
+
+
+def test_self_check_flags_a_transaction_pooler_once(sandbox, caplog):
+    interrupted = []
+    watch, relay = make_watch(sandbox, sandbox.pgbouncer.odoo_params(), interrupted)
+    try:
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            first = watch.check_once(after_connect=True)
+            second = watch.check_once(after_connect=False)
+    finally:
+        relay.close()
+    assert not first.ok and not second.ok
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "transaction-mode pooler" in errors[0].getMessage()
+    assert "listener-route" in errors[0].getMessage()
+    assert interrupted == [], "a route that never heard must not be cut"
+
+
+def test_heartbeat_missed_interrupts_a_listener_that_heard(sandbox, caplog):
+    interrupted = []
+    watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), interrupted)
+    try:
+        assert watch.check_once(after_connect=True).ok
+        relay.subscribers.clear()  # the listener goes deaf
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            result = watch.check_once(after_connect=False)
+    finally:
+        relay.close()
+    assert not result.ok
+    assert interrupted == [relay.connection]
+    assert "heartbeat missed" in caplog.text
+
+
+def test_unsendable_notify_is_no_verdict(sandbox):
+    watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), [])
+    relay.close()
+
+    def broken(payload):
+        raise psycopg2.OperationalError("connection refused")
+
+    watch._send_notify = broken
+    assert watch.check_once(after_connect=True) is None
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, words",
+    [
+        ({"in_recovery": True}, {}, "standby"),
+        ({"database": "other"}, {"database": "postgres"}, "reaches database 'other'"),
+        (
+            {"database": "postgres", "system_identifier": 1},
+            {"database": "postgres", "system_identifier": 2},
+            "another PostgreSQL cluster",
+        ),
+        (
+            {"database": "postgres", "system_identifier": 1},
+            {"database": "postgres", "system_identifier": 1},
+            "transaction-mode pooler",
+        ),
+    ],
+)
+def test_deafness_explanations(ours, theirs, words):
+    assert words in deafness_explanation(ours, theirs)

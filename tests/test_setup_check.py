@@ -1,0 +1,139 @@
+"""The operator's check, every verdict and exit code, on real servers."""
+
+import contextlib
+import io
+import json
+import socket
+
+import pytest
+
+from bus_alt_connection.setup_check import (
+    MISCONFIGURED,
+    OK,
+    UNREACHABLE,
+    check_setup,
+    emit,
+    main,
+)
+
+SECRET = "check-never-prints-this"
+
+
+def site_config(sandbox, **options):
+    config = {
+        "db_host": "127.0.0.1",
+        "db_port": str(sandbox.pgbouncer.port),
+        "db_user": "odoo",
+        "db_password": sandbox.pgbouncer.odoo_params()["password"],
+        "server_wide_modules": "base,web,bus_alt_connection",
+        "imdispatcher_db_host": "127.0.0.1",
+        "imdispatcher_db_port": str(sandbox.postgres.port),
+        "imdispatcher_db_password": sandbox.postgres.odoo_params()["password"],
+    }
+    config.update(options)
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def closed_port():
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_good_setup(sandbox):
+    report = check_setup(site_config(sandbox), environ={})
+    assert report.exit_code == OK
+    assert report.db_host["pooler"] is True
+    assert report.round_trip["received"] is True
+    assert report.round_trip["ms"] is not None
+    assert report.round_trip["standby"] is False
+    assert report.route["port"]["source"] == "config imdispatcher_db_port"
+
+
+def test_route_through_the_pooler(sandbox):
+    config = site_config(sandbox, imdispatcher_db_port=str(sandbox.pgbouncer.port))
+    report = check_setup(config, environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert "hears nothing" in report.verdict
+    assert "transaction-mode pooler" in report.advice
+
+
+def test_no_route_configured_behind_the_pooler(sandbox):
+    config = site_config(
+        sandbox,
+        imdispatcher_db_host=None,
+        imdispatcher_db_port=None,
+        imdispatcher_db_password=None,
+    )
+    report = check_setup(config, environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert report.route["host"]["source"] == "fallback to config db_host"
+
+
+def test_addon_not_loaded_behind_the_pooler(sandbox):
+    config = site_config(sandbox, server_wide_modules="base,web")
+    report = check_setup(config, environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert "server_wide_modules" in report.advice
+
+
+def test_direct_db_host_needs_no_addon(sandbox):
+    config = site_config(
+        sandbox,
+        db_port=str(sandbox.postgres.port),
+        server_wide_modules="base,web",
+        imdispatcher_db_host=None,
+        imdispatcher_db_port=None,
+    )
+    report = check_setup(config, environ={})
+    assert report.exit_code == OK
+    assert report.db_host["pooler"] is False
+
+
+def test_bad_value(sandbox):
+    report = check_setup(site_config(sandbox, imdispatcher_db_port="abc"), environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert "imdispatcher_db_port = 'abc'" in report.verdict
+
+
+def test_route_unreachable(sandbox):
+    port = closed_port()
+    config = site_config(sandbox, imdispatcher_db_port=str(port))
+    report = check_setup(config, environ={})
+    assert report.exit_code == UNREACHABLE
+    assert f"imdispatcher_db_port='{port}'" in report.advice
+
+
+def test_db_host_unreachable(sandbox):
+    report = check_setup(site_config(sandbox, db_port=str(closed_port())), environ={})
+    assert report.exit_code == UNREACHABLE
+    assert "db_host" in report.verdict
+
+
+def test_environment_overrides_are_reported(sandbox):
+    environ = {"ODOO_IMDISPATCHER_DB_PORT": str(sandbox.postgres.port)}
+    config = site_config(sandbox, imdispatcher_db_port="1")
+    report = check_setup(config, environ=environ)
+    assert report.exit_code == OK
+    assert report.route["port"]["source"] == "env ODOO_IMDISPATCHER_DB_PORT"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_output_never_shows_the_password(sandbox, as_json):
+    config = site_config(sandbox, imdispatcher_db_password=SECRET)
+    out = io.StringIO()
+    code = emit(check_setup(config, environ={}), as_json, out)
+    assert code == UNREACHABLE  # the password is wrong
+    assert SECRET not in out.getvalue()
+    assert "imdispatcher_db_password" in out.getvalue()
+    if as_json:
+        assert json.loads(out.getvalue())["exit_code"] == UNREACHABLE
+
+
+def test_command_line_without_odoo(sandbox, tmp_path, capsys):
+    conf = tmp_path / "odoo.conf"
+    lines = [f"{key} = {value}" for key, value in site_config(sandbox).items()]
+    conf.write_text("[options]\n" + "\n".join(lines) + "\n")
+    assert main(["-c", str(conf), "--json"]) == OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["verdict"].startswith("the bus will work")
