@@ -20,7 +20,9 @@ def health_report(supervisor, now=None):
     route = supervisor.route()
     details = {
         "connected": state.connected,
-        "connected_for_s": _age(state.connected_since, now) if state.connected else None,
+        "connected_for_s": _age(state.connected_since, now)
+        if state.connected
+        else None,
         "down_for_s": _age(state.down_since, now),
         "connects": state.connects,
         "reconnects": max(0, state.connects - 1),

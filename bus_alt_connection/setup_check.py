@@ -161,7 +161,8 @@ def format_report(report):
     if report.route:
         lines.append("listener route (imdispatcher_db_*):")
         for name, item in report.route.items():
-            lines.append(f"  {name:<22} {item['value']!s:<24} {item['source']}")
+            value = "-" if item["value"] is None else item["value"]
+            lines.append(f"  {name:<22} {value!s:<24} {item['source']}")
     if report.db_host:
         kind = (
             "a transaction-mode pooler: LISTEN through it hears nothing"
@@ -173,7 +174,11 @@ def format_report(report):
         trip = report.round_trip
         lines.append(
             "LISTEN on the route, NOTIFY through db_host: "
-            + (f"received in {trip['ms']} ms" if trip["received"] else "NOTHING received")
+            + (
+                f"received in {trip['ms']} ms"
+                if trip["received"]
+                else "NOTHING received"
+            )
             + f"; PostgreSQL {trip['server_version']}, "
             + ("standby" if trip["standby"] else "primary")
         )

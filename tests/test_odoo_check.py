@@ -26,10 +26,15 @@ def run_check(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
         addons_path = server.options()["addons_path"]
         result = subprocess.run(
             server.odoo_bin(
-                f"--addons-path={addons_path}", "bus_check", "-c", server.config_path,
+                f"--addons-path={addons_path}",
+                "bus_check",
+                "-c",
+                server.config_path,
                 "--json",
             ),
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.stdout, result.stderr[-3000:]
         return result.returncode, json.loads(result.stdout)

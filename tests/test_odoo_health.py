@@ -39,7 +39,10 @@ def admin_opener(port, dbname):
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     )
     body = json.dumps(
-        {"jsonrpc": "2.0", "params": {"db": dbname, "login": "admin", "password": "admin"}}
+        {
+            "jsonrpc": "2.0",
+            "params": {"db": dbname, "login": "admin", "password": "admin"},
+        }
     ).encode()
     request = urllib.request.Request(
         f"http://{LOOPBACK}:{port}/web/session/authenticate",
