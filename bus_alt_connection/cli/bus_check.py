@@ -10,7 +10,11 @@ import sys
 from odoo.cli import Command
 from odoo.tools import config
 
-from odoo.addons.bus_alt_connection.setup_check import check_setup, emit
+# absolute on purpose: 19.0 imports this file as odoo.cli.bus_check
+from odoo.addons.bus_alt_connection.setup_check import (  # pylint: disable=odoo-addons-relative-import
+    check_setup,
+    emit,
+)
 
 
 class BusCheck(Command):
