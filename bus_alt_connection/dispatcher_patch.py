@@ -17,6 +17,7 @@ Odoo's ``db_*`` route.
 
 import logging
 import threading
+import time
 
 from odoo import sql_db
 from odoo.tools import config
@@ -82,6 +83,21 @@ class _ListenerConnection:
     def cursor(self, *args, **kwargs):
         cursor = self._connection.cursor(*args, **kwargs)
         return _ListenerCursor(cursor, self._on_listening)
+
+
+class ChannelMap(dict):
+    """Core's channel -> websockets map, noting when core's loop reads it.
+
+    Core's loop looks every channel of every notification it receives up
+    with ``get`` (subscriptions use ``setdefault``, ``[]`` and ``pop``), so
+    the last ``get`` is when the listener last received a notification.
+    """
+
+    last_received_at = None
+
+    def get(self, key, default=None):
+        self.last_received_at = time.monotonic()
+        return super().get(key, default)
 
 
 def _patched_db_connect(original):
@@ -197,6 +213,7 @@ def install():
         sql_db.connection_info_for
     )
     core_bus.ImDispatch.loop = loop
+    core_bus.dispatch._channels_to_ws = ChannelMap(core_bus.dispatch._channels_to_ws)
     supervisor.route()  # report configuration problems at start-up
     return supervisor
 

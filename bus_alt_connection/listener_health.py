@@ -6,8 +6,11 @@ Plain Python: built from the supervisor's state and the watch's last check.
 import time
 
 
-def health_report(supervisor, now=None):
+def health_report(supervisor, last_received_at=None, now=None):
     """(healthy, details) of the listener of this process.
+
+    ``last_received_at``: when the listener last received a notification
+    (any: the site's traffic, or the watch's own), on the monotonic clock.
 
     Healthy: connected, and its last self-check or heartbeat (if any since
     the connect) heard what Odoo sent.
@@ -28,6 +31,7 @@ def health_report(supervisor, now=None):
         "reconnects": max(0, state.connects - 1),
         "failed_attempts": state.failed_attempts,
         "last_error": state.last_error,
+        "last_notification_age_s": _age(last_received_at, now),
         "last_check": None
         if last is None
         else {"kind": last.kind, "ok": last.ok, "age_s": _age(last.at, now)},

@@ -27,6 +27,15 @@ def proxy(sandbox):
     running.stop()
 
 
+def session_alias_route(sandbox):
+    """The listener through PgBouncer's session-mode alias of postgres."""
+    return {
+        "host": "127.0.0.1",
+        "port": sandbox.pgbouncer.port,
+        "name": "postgres_listen",
+    }
+
+
 def subscribe(server):
     channel = f"fault_{uuid.uuid4().hex}"
     client = BusClient(server.websocket_url(), channel)
@@ -70,13 +79,7 @@ def test_route_through_transaction_pooler_is_flagged(sandbox, odoo_server):
 
 
 def test_session_mode_alias_passes_the_self_check(sandbox, odoo_server):
-    server = odoo_server(
-        listener_params={
-            "host": "127.0.0.1",
-            "port": sandbox.pgbouncer.port,
-            "name": "postgres_listen",
-        }
-    )
+    server = odoo_server(listener_params=session_alias_route(sandbox))
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)
@@ -186,13 +189,7 @@ def test_silent_route_is_caught_by_the_heartbeat(sandbox, odoo_server, proxy):
 
 
 def test_pgbouncer_restart_under_a_session_mode_route(sandbox, odoo_server):
-    server = odoo_server(
-        listener_params={
-            "host": "127.0.0.1",
-            "port": sandbox.pgbouncer.port,
-            "name": "postgres_listen",
-        }
-    )
+    server = odoo_server(listener_params=session_alias_route(sandbox))
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)
@@ -249,3 +246,23 @@ def test_listener_follows_a_promoted_standby(failover_site, odoo_tree, odoo_work
         client.close()
     finally:
         server.stop()
+
+
+def test_route_to_a_standby_is_flagged(failover_site, odoo_tree, odoo_workdir):
+    site, standby, dbname = failover_site
+    server = OdooServer(
+        *odoo_tree,
+        os.path.join(odoo_workdir, "standby-route"),
+        dbname,
+        site.pgbouncer.odoo_params(),
+        listener_params={"host": "127.0.0.1", "port": standby.port},
+    ).start()
+    try:
+        client, _channel = subscribe(server)
+        assert server.wait_for_log(r"self-check failed", timeout=15)
+        client.close()
+    finally:
+        server.stop()
+    errors = errors_in(server.log_text())
+    assert len(errors) == 1, errors
+    assert "pg_is_in_recovery() is true" in errors[0]

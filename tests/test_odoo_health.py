@@ -95,6 +95,8 @@ def test_details_for_admins_only(sandbox, odoo_server, odoo_database):
     assert details["route"]["password"]["value"] == "(set)"
     assert sandbox.postgres.odoo_params()["password"] not in body
     assert details["last_check"]["ok"] is True
+    # the self-check's notification went through core's loop
+    assert details["last_notification_age_s"] is not None
     assert SECRET not in body
 
 

@@ -91,6 +91,17 @@ def _wait_until(predicate, timeout, what):
     raise SandboxError(f"timed out after {timeout} s waiting for {what}")
 
 
+def odoo_params(port, dbname="postgres"):
+    """psycopg2 parameters of the ``odoo`` role on a loopback port."""
+    return {
+        "host": LOOPBACK,
+        "port": port,
+        "user": ODOO_USER,
+        "password": ODOO_PASSWORD,
+        "dbname": dbname,
+    }
+
+
 def _accepts_connections(**params):
     try:
         psycopg2.connect(connect_timeout=2, **params).close()
@@ -208,13 +219,7 @@ class PostgresServer:
 
     def odoo_params(self, dbname="postgres"):
         """What Odoo would use to connect directly (TCP, password)."""
-        return {
-            "host": LOOPBACK,
-            "port": self.port,
-            "user": ODOO_USER,
-            "password": ODOO_PASSWORD,
-            "dbname": dbname,
-        }
+        return odoo_params(self.port, dbname)
 
     def execute(self, sql, params=None, dbname="postgres"):
         conn = psycopg2.connect(**self.superuser_params(dbname))
@@ -311,13 +316,8 @@ class PgBouncer:
         self.process = None
 
     def odoo_params(self, dbname="postgres"):
-        return {
-            "host": LOOPBACK,
-            "port": self.port,
-            "user": ODOO_USER,
-            "password": ODOO_PASSWORD,
-            "dbname": dbname,
-        }
+        """What Odoo uses to connect through PgBouncer."""
+        return odoo_params(self.port, dbname)
 
     def server_local_ports(self):
         """Local TCP ports of PgBouncer's connections to PostgreSQL.

@@ -30,7 +30,9 @@ def _listener_health():
     with contextlib.suppress(RuntimeError):
         if not dispatch.is_alive():
             dispatch.start()
-    return health_report(install())
+    return health_report(
+        install(), getattr(dispatch._channels_to_ws, "last_received_at", None)
+    )
 
 
 def _json(body, status):

@@ -44,6 +44,14 @@ class TestDispatcherPatch(TransactionCase):
         self.assertIs(dispatcher_patch.install(), supervisor)
         self.assertIs(sql_db.db_connect, db_connect, "patched twice")
 
+    def test_channel_map_notes_core_lookups(self):
+        channels = core_bus.dispatch._channels_to_ws
+        self.assertIsInstance(channels, dispatcher_patch.ChannelMap)
+        before = channels.last_received_at
+        self.assertEqual(channels.get(("no-db", "no-channel"), []), [])
+        self.assertIsNotNone(channels.last_received_at)
+        self.assertNotEqual(channels.last_received_at, before)
+
     def test_route_reads_odoo_config(self):
         route = resolve_route(config, environ={})
         self.assertTrue(route.configured)
