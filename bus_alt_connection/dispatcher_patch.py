@@ -6,13 +6,16 @@ in the gevent worker) is the bus dispatcher starting its LISTEN connection:
 * ``ImDispatch.loop`` hands every attempt of core's loop to the
   ``ListenerSupervisor`` (retry policy, logs, catch-up);
 * ``sql_db.db_connect('postgres')``, called once by core's loop, returns a
-  connection whose cursor reports when ``LISTEN imbus`` is committed;
+  connection whose cursor refuses a standby (where LISTEN fails) and
+  reports when ``LISTEN imbus`` is committed;
 * ``sql_db.connection_info_for('postgres')``, called inside that
   ``db_connect``, gets the listener route's host, port, user, password,
   sslmode and database.
 
 Every other connection of the process (HTTP, cron, the NOTIFY side) keeps
-Odoo's ``db_*`` route.
+Odoo's ``db_*`` route. Besides, core's channel map becomes a ``ChannelMap``
+(a dict that notes when core's loop reads it), and the watch's probe is
+subscribed in it like a websocket.
 """
 
 import logging
@@ -25,7 +28,12 @@ from odoo.tools import config
 from odoo.addons.bus.models import bus as core_bus
 
 from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts
-from .listener_connection import first_line, interrupt_connection, listener_params
+from .listener_connection import (
+    first_line,
+    interrupt_connection,
+    listener_params,
+    refuse_standby,
+)
 from .listener_route import (
     BUS_DATABASE,
     SETTING_OPTIONS,
@@ -82,6 +90,11 @@ class _ListenerConnection:
 
     def cursor(self, *args, **kwargs):
         cursor = self._connection.cursor(*args, **kwargs)
+        try:
+            refuse_standby(cursor._cnx)
+        except Exception:
+            cursor.close()
+            raise
         return _ListenerCursor(cursor, self._on_listening)
 
 

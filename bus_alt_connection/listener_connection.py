@@ -35,6 +35,28 @@ def listener_params(route):
     return params
 
 
+class StandbyRoute(Exception):
+    """The route leads to a standby, where PostgreSQL refuses LISTEN."""
+
+    def __init__(self):
+        super().__init__(
+            "the listener route leads to a standby (pg_is_in_recovery() is "
+            "true), where LISTEN is refused"
+        )
+
+
+def refuse_standby(connection):
+    """Raise StandbyRoute if ``connection`` (psycopg2) is on a standby.
+
+    Checked before core's LISTEN, which would fail there with an ERROR of
+    core's own ("bad query") at every retry.
+    """
+    with connection.cursor() as cr:
+        cr.execute("SELECT pg_is_in_recovery()")
+        if cr.fetchone()[0]:
+            raise StandbyRoute()
+
+
 def interrupt_connection(connection):
     """Make a connection that another thread waits on fail at once.
 
@@ -123,6 +145,13 @@ _DIAGNOSES = (
         r"invalid sslmode",
         ("sslmode",),
         "the server and imdispatcher_db_sslmode disagree about SSL",
+    ),
+    (
+        "during recovery|leads to a standby",
+        ("host", "target_session_attrs"),
+        "the route leads to a standby, where LISTEN is refused; point "
+        "imdispatcher_db_host at the primary, or list every node there and "
+        "set imdispatcher_db_target_session_attrs = read-write",
     ),
     (
         "server closed the connection unexpectedly",

@@ -11,7 +11,11 @@ import logging
 import random
 import time
 
-from .listener_connection import diagnose_connection_error, first_line
+from .listener_connection import (
+    StandbyRoute,
+    diagnose_connection_error,
+    first_line,
+)
 from .listener_route import BUS_DATABASE, RouteConfigError
 
 _logger = logging.getLogger(__name__)
@@ -237,5 +241,7 @@ class ListenerSupervisor:
 
 
 def _is_database_error(error):
+    if isinstance(error, StandbyRoute):
+        return True
     module = type(error).__module__ or ""
     return module.startswith("psycopg2") or type(error).__name__ == "PoolError"

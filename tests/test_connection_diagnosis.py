@@ -119,3 +119,29 @@ def test_terminated_backend_is_explained(sandbox):
     options, message = diagnose_connection_error(raised.value, route)
     assert options == ()
     assert "terminat" in message or "closed the" in message
+
+
+def test_standby_is_refused_before_listen(sandbox):
+    import os
+
+    from bus_alt_connection.listener_connection import StandbyRoute, refuse_standby
+
+    standby = sandbox.postgres.make_standby(os.path.join(sandbox.workdir, "standby"))
+    try:
+        route = route_for(sandbox, imdispatcher_db_port=str(standby.port))
+        connection = psycopg2.connect(**listener_params(route))
+        try:
+            with pytest.raises(StandbyRoute) as raised:
+                refuse_standby(connection)
+        finally:
+            connection.close()
+        primary = psycopg2.connect(**listener_params(route_for(sandbox)))
+        try:
+            refuse_standby(primary)  # no exception on the primary
+        finally:
+            primary.close()
+    finally:
+        standby.stop(mode="immediate")
+    options, message = diagnose_connection_error(raised.value, route)
+    assert options == ("host", "target_session_attrs")
+    assert "read-write" in message
