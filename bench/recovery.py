@@ -68,16 +68,7 @@ def start_sender(server, channel, duration, interval=0.25):
         interval=interval,
     )
     process = subprocess.Popen(
-        server.odoo_bin(
-            "shell",
-            "-c",
-            server.config_path,
-            "-d",
-            server.dbname,
-            "--no-http",
-            "--logfile",
-            os.path.join(server.workdir, "sender.log"),
-        ),
+        server.shell_argv("sender.log"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -203,6 +194,8 @@ def print_table(series, rows):
     if core["first_delivery_s"] and addon["first_delivery_s"] is not None:
         ratio = addon["first_delivery_s"] / core["first_delivery_s"]
         say(f"\naddon / core time to first delivery: {ratio:.3f}")
+    else:
+        say("\nno ratio: a setup delivered nothing within the observation time")
 
 
 def main(argv=None):

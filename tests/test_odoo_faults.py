@@ -15,7 +15,7 @@ from tools.odoo_harness import BusClient, OdooServer
 from tools.pg_sandbox import Sandbox
 from tools.tcp_proxy import TcpProxy
 
-from .test_odoo_bus import COUNT, LISTENING, NOTIFICATION, errors_in
+from .test_odoo_bus import COUNT, LISTENING, NOTIFICATION, direct_route, errors_in
 
 FAST_WATCH = {"imdispatcher_heartbeat_interval": 2, "imdispatcher_selfcheck_timeout": 2}
 
@@ -106,9 +106,7 @@ def test_route_to_another_database_is_flagged(sandbox, odoo_server, odoo_databas
 
 
 def test_postgresql_restart(sandbox, odoo_server):
-    server = odoo_server(
-        listener_params={"host": "127.0.0.1", "port": sandbox.postgres.port}
-    )
+    server = odoo_server(listener_params=direct_route(sandbox))
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)
@@ -121,9 +119,7 @@ def test_postgresql_restart(sandbox, odoo_server):
 
 
 def test_listener_backend_terminated(sandbox, odoo_server):
-    server = odoo_server(
-        listener_params={"host": "127.0.0.1", "port": sandbox.postgres.port}
-    )
+    server = odoo_server(listener_params=direct_route(sandbox))
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)

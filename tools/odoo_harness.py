@@ -134,6 +134,19 @@ class OdooServer:
     def odoo_bin(self, *args):
         return [self.odoo_python, os.path.join(self.odoo_path, "odoo-bin"), *args]
 
+    def shell_argv(self, logname):
+        """``odoo-bin shell`` on this server's config; runs its stdin."""
+        return self.odoo_bin(
+            "shell",
+            "-c",
+            self.config_path,
+            "-d",
+            self.dbname,
+            "--no-http",
+            "--logfile",
+            os.path.join(self.workdir, logname),
+        )
+
     # life cycle ----------------------------------------------------------
 
     def init_database(self, modules="bus", test_tags=None, timeout=600):
@@ -255,16 +268,7 @@ class OdooServer:
             "    env.cr.commit()\n" % (count, channel, notification_type)
         )
         result = subprocess.run(
-            self.odoo_bin(
-                "shell",
-                "-c",
-                self.config_path,
-                "-d",
-                self.dbname,
-                "--no-http",
-                "--logfile",
-                os.path.join(self.workdir, "shell.log"),
-            ),
+            self.shell_argv("shell.log"),
             input=script,
             capture_output=True,
             text=True,
