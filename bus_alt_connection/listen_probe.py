@@ -137,7 +137,7 @@ def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0):
     """LISTEN through ``listen_params``, NOTIFY ``count`` times through
     ``notify_params``, and report how many arrived within ``timeout`` s.
 
-    Connection errors propagate (psycopg2.OperationalError).
+    psycopg2 errors propagate (a failed connection, LISTEN on a standby).
     """
     channel = private_channel()
     listener = _connect(listen_params)

@@ -103,7 +103,7 @@ _DIAGNOSES = (
         "the network has no way to that host; check imdispatcher_db_host",
     ),
     (
-        "password authentication failed",
+        "password authentication failed|sasl authentication failed",
         ("user", "password"),
         "the server refused the password; check imdispatcher_db_user and "
         "imdispatcher_db_password (or ODOO_IMDISPATCHER_DB_PASSWORD)",

@@ -19,7 +19,11 @@ import sys
 import psycopg2
 
 from .listen_probe import notify_roundtrip, route_facts
-from .listener_connection import diagnose_connection_error, listener_params
+from .listener_connection import (
+    diagnose_connection_error,
+    first_line,
+    listener_params,
+)
 from .listener_route import (
     BUS_DATABASE,
     UNSET_VALUES,
@@ -108,20 +112,31 @@ def check_setup(config, environ=None):
     notify_params = odoo_db_params(config)
     try:
         report.db_host = check_db_host(notify_params)
-    except psycopg2.OperationalError as error:
+    except psycopg2.Error as error:
+        exit_code = _failure_code(diagnose_connection_error(error, route)[0])
         return _verdict(
             report,
-            UNREACHABLE,
-            f"db_host {_describe(notify_params)} cannot be reached: "
-            f"{str(error).strip().splitlines()[0]}",
-            "check db_host, db_port, db_user and db_password",
+            exit_code,
+            f"db_host {_describe(notify_params)} fails: {first_line(error)}",
+            "check db_host, db_port, db_user, db_password and db_sslmode",
         )
     try:
         report.round_trip = check_route(route, notify_params)
-    except psycopg2.OperationalError as error:
-        _options, reason = diagnose_connection_error(error, route)
-        return _verdict(report, UNREACHABLE, "the listener route fails", reason)
+    except psycopg2.Error as error:
+        options, reason = diagnose_connection_error(error, route)
+        return _verdict(
+            report, _failure_code(options), "the listener route fails", reason
+        )
     return _judge(report, route, notify_params)
+
+
+def _failure_code(options):
+    """Unreachable when only host and port are at fault (refused, timeout,
+    unknown host); a misconfiguration otherwise (password, user, database,
+    sslmode, a standby)."""
+    return (
+        UNREACHABLE if set(options) <= {"host", "port"} and options else MISCONFIGURED
+    )
 
 
 def _judge(report, route, notify_params):

@@ -2,6 +2,7 @@
 
 import contextlib
 import socket
+import tempfile
 
 import psycopg2
 import pytest
@@ -122,11 +123,11 @@ def test_terminated_backend_is_explained(sandbox):
 
 
 def test_standby_is_refused_before_listen(sandbox):
-    import os
-
     from bus_alt_connection.listener_connection import StandbyRoute, refuse_standby
 
-    standby = sandbox.postgres.make_standby(os.path.join(sandbox.workdir, "standby"))
+    standby = sandbox.postgres.make_standby(
+        tempfile.mkdtemp(prefix="standby-", dir=sandbox.workdir)
+    )
     try:
         route = route_for(sandbox, imdispatcher_db_port=str(standby.port))
         connection = psycopg2.connect(**listener_params(route))

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import socket
+import tempfile
 
 import pytest
 
@@ -110,6 +111,26 @@ def test_db_host_unreachable(sandbox):
     assert "db_host" in report.verdict
 
 
+def test_db_host_wrong_password(sandbox):
+    report = check_setup(site_config(sandbox, db_password="wrong"), environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert "authentication failed" in report.verdict  # PgBouncer says SASL
+
+
+def test_route_to_a_standby(sandbox):
+    standby = sandbox.postgres.make_standby(
+        tempfile.mkdtemp(prefix="standby-", dir=sandbox.workdir)
+    )
+    try:
+        config = site_config(sandbox, imdispatcher_db_port=str(standby.port))
+        report = check_setup(config, environ={})
+    finally:
+        standby.stop(mode="immediate")
+    assert report.exit_code == MISCONFIGURED
+    assert "standby" in report.advice
+    assert "read-write" in report.advice
+
+
 def test_environment_overrides_are_reported(sandbox):
     environ = {"ODOO_IMDISPATCHER_DB_PORT": str(sandbox.postgres.port)}
     config = site_config(sandbox, imdispatcher_db_port="1")
@@ -123,11 +144,11 @@ def test_output_never_shows_the_password(sandbox, as_json):
     config = site_config(sandbox, imdispatcher_db_password=SECRET)
     out = io.StringIO()
     code = emit(check_setup(config, environ={}), as_json, out)
-    assert code == UNREACHABLE  # the password is wrong
+    assert code == MISCONFIGURED  # the password is wrong
     assert SECRET not in out.getvalue()
     assert "imdispatcher_db_password" in out.getvalue()
     if as_json:
-        assert json.loads(out.getvalue())["exit_code"] == UNREACHABLE
+        assert json.loads(out.getvalue())["exit_code"] == MISCONFIGURED
 
 
 def test_command_line_without_odoo(sandbox, tmp_path, capsys):
