@@ -9,7 +9,7 @@ import urllib.request
 from tools.pg_sandbox import LOOPBACK
 from tools.tcp_proxy import TcpProxy
 
-from .test_odoo_bus import SECRET
+from .test_odoo_bus import SECRET, direct_route
 
 HEALTH = "/bus_alt_connection/health"
 
@@ -73,6 +73,24 @@ def test_health_follows_the_listener_route(sandbox, odoo_server):
         wait_for_status(server.http_port, 200)
     finally:
         proxy.stop()
+
+
+def test_health_follows_postgresql(sandbox, odoo_server):
+    """Healthy, 503 while PostgreSQL is down, healthy again once it is back.
+
+    While PostgreSQL is down Odoo's own requests wait in PgBouncer until its
+    query_wait_timeout (5 s in the sandbox), then Odoo serves the endpoint
+    without a database.
+    """
+    server = odoo_server(listener_params=direct_route(sandbox))
+    wait_for_status(server.http_port, 200)
+    sandbox.postgres.stop()
+    try:
+        status, body = wait_for_status(server.http_port, 503)
+        assert json.loads(body) == {"status": "fail"}
+    finally:
+        sandbox.postgres.start()
+    wait_for_status(server.http_port, 200)
 
 
 def test_details_for_admins_only(sandbox, odoo_server, odoo_database):
