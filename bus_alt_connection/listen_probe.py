@@ -100,12 +100,7 @@ def _send(notify_params, channel, count):
     try:
         with connection.cursor() as cr:
             for number in range(count):
-                cr.execute(
-                    sql.SQL("SELECT {}(%s, %s)").format(
-                        sql.Identifier(NOTIFY_FUNCTION)
-                    ),
-                    (channel, f"[{number}]"),
-                )
+                cr.execute(NOTIFY_SQL, (channel, f"[{number}]"))
                 first_committed_at = first_committed_at or time.monotonic()
     finally:
         connection.close()
