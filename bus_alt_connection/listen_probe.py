@@ -47,28 +47,23 @@ def _connect(params):
 
 
 SERVER_FACTS_SQL = (
-    "SELECT pg_is_in_recovery(), current_database(), "
-    "(SELECT system_identifier FROM pg_control_system())"
+    "SELECT current_database(), (SELECT system_identifier FROM pg_control_system())"
 )
 
 
 def read_server_facts(cursor):
-    """What tells two routes apart: standby or not, database, cluster.
+    """What tells two routes apart: the database and the cluster.
 
     ``system_identifier`` is None where the role may not read it.
     """
     try:
         cursor.execute(SERVER_FACTS_SQL)
-        in_recovery, database, system_identifier = cursor.fetchone()
+        database, system_identifier = cursor.fetchone()
     except psycopg2.Error:
         cursor.connection.rollback()
-        cursor.execute("SELECT pg_is_in_recovery(), current_database()")
-        (in_recovery, database), system_identifier = cursor.fetchone(), None
-    return {
-        "in_recovery": in_recovery,
-        "database": database,
-        "system_identifier": system_identifier,
-    }
+        cursor.execute("SELECT current_database()")
+        database, system_identifier = cursor.fetchone()[0], None
+    return {"database": database, "system_identifier": system_identifier}
 
 
 def route_facts(params):

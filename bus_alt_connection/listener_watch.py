@@ -9,7 +9,7 @@ listener's route and connection, and core's dispatch.
 
 * Right after each (re)connect it is the self-check: if nothing arrives, the
   route connects but cannot hear Odoo (a transaction-mode pooler on the way,
-  another cluster or database, a standby): one ERROR naming the route.
+  another cluster or database): one ERROR naming the route.
 * Then, every ``interval`` seconds, it is the heartbeat: if a listener that
   worked stops hearing, its connection is closed so that the supervisor
   reconnects at once, instead of waiting for TCP keepalives.
@@ -181,16 +181,11 @@ class ListenerWatch:
 def deafness_explanation(route_facts, odoo_facts):
     """Why a connected listener hears nothing, from facts of both routes.
 
-    Each argument is a dict with ``in_recovery``, ``database`` and
-    ``system_identifier`` (None when unknown), as read through the
-    listener's route and through Odoo's ``db_host`` route.
+    Each argument is a dict with ``database`` and ``system_identifier``
+    (None when unknown), as read through the listener's route and through
+    Odoo's ``db_host`` route. A standby never gets here: PostgreSQL refuses
+    LISTEN there, so the connect attempt fails and says so.
     """
-    if route_facts.get("in_recovery"):
-        return (
-            "the route leads to a standby (pg_is_in_recovery() is true), "
-            "which receives no NOTIFY; point imdispatcher_db_host at the "
-            "primary, or set imdispatcher_db_target_session_attrs = read-write"
-        )
     database = route_facts.get("database")
     if database and database != odoo_facts.get("database"):
         return (

@@ -147,7 +147,6 @@ def test_unsendable_notify_is_no_verdict(sandbox):
 @pytest.mark.parametrize(
     "ours, theirs, words",
     [
-        ({"in_recovery": True}, {}, "standby"),
         ({"database": "other"}, {"database": "postgres"}, "reaches database 'other'"),
         (
             {"database": "postgres", "system_identifier": 1},
