@@ -62,7 +62,7 @@ def test_pytest_odoo_passes_the_addon_tests(addon_database):
     )
     if not has_plugin:
         pytest.skip(f"pytest-odoo is not installed in ODOO_PYTHON ({python})")
-    addon_tests = os.path.join(addon_database.addon_dir(), ADDON_NAME, "tests")
+    addon_tests = os.path.join(addon_database.addon_dir, ADDON_NAME, "tests")
     result = subprocess.run(
         [
             python,

@@ -4,6 +4,7 @@ The tree comes from ``ODOO_PATH`` and its interpreter from ``ODOO_PYTHON``;
 nothing of Odoo is copied into this project.
 """
 
+import functools
 import json
 import os
 import re
@@ -85,12 +86,17 @@ class OdooServer:
 
     # configuration -------------------------------------------------------
 
+    @functools.cached_property
     def addon_dir(self):
-        """The folder holding the addon, as an operator of this series has it."""
+        """The folder holding the addon, as an operator of this series has it.
+
+        Copied once per server (every write of the config asks for it).
+        """
         series = odoo_series(self.odoo_path)
         if series == MANIFEST_SERIES:
             return REPO_ROOT
         target = os.path.join(self.workdir, "addons")
+        os.makedirs(self.workdir, exist_ok=True)
         copy_for_series(series, target)
         return target
 
@@ -99,7 +105,7 @@ class OdooServer:
         options = {
             "addons_path": ",".join(
                 [f"{self.odoo_path}/addons"]
-                + ([self.addon_dir()] if self.addon_on_path else [])
+                + ([self.addon_dir] if self.addon_on_path else [])
             ),
             "data_dir": os.path.join(self.workdir, "data"),
             "db_host": self.db_params["host"],
