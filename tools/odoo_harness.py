@@ -206,7 +206,9 @@ class OdooServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise OdooHarnessError(
-                    f"Odoo exited with {self.process.returncode}; see {self.logfile}"
+                    f"Odoo exited with {self.process.returncode}; the end of "
+                    f"{self.logfile}:\n{self.log_text()[-3000:]}\nstderr:\n"
+                    f"{self._stderr_text()[-3000:]}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=5) as response:
@@ -246,6 +248,10 @@ class OdooServer:
                 return handle.read()
         except FileNotFoundError:
             return ""
+
+    def _stderr_text(self):
+        with open(os.path.join(self.workdir, "stderr.log"), errors="replace") as f:
+            return f.read()
 
     def wait_for_log(self, pattern, timeout=30, start=0):
         deadline = time.monotonic() + timeout

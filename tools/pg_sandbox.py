@@ -120,6 +120,8 @@ class PostgresServer:
         self.logfile = os.path.join(workdir, "postgres.log")
         self.port = port or free_port()
         self.bindir = postgres_bindir()
+        #: called after every start (the Sandbox resets PgBouncer's pools)
+        self.on_start = []
 
     def _run(self, *argv):
         subprocess.run(
@@ -169,6 +171,8 @@ class PostgresServer:
             30,
             "PostgreSQL",
         )
+        for started in self.on_start:
+            started()
         return self
 
     def stop(self, mode="fast"):
@@ -322,12 +326,8 @@ class PgBouncer:
         """What Odoo uses to connect through PgBouncer."""
         return odoo_params(self.port, dbname)
 
-    def server_local_ports(self):
-        """Local TCP ports of PgBouncer's connections to PostgreSQL.
-
-        A backend whose ``pg_stat_activity.client_port`` is not among them
-        was opened by someone else than PgBouncer.
-        """
+    def _admin(self, command):
+        """Run a command on PgBouncer's admin console; return its rows."""
         conn = psycopg2.connect(
             host=LOOPBACK,
             port=self.port,
@@ -338,12 +338,28 @@ class PgBouncer:
         conn.autocommit = True
         try:
             with conn.cursor() as cr:
-                cr.execute("SHOW SERVERS")
+                cr.execute(command)
+                if cr.description is None:
+                    return []
                 columns = [column.name for column in cr.description]
-                rows = [dict(zip(columns, row, strict=False)) for row in cr.fetchall()]
+                return [dict(zip(columns, row, strict=False)) for row in cr.fetchall()]
         finally:
             conn.close()
-        return {int(row["local_port"]) for row in rows}
+
+    def server_local_ports(self):
+        """Local TCP ports of PgBouncer's connections to PostgreSQL.
+
+        A backend whose ``pg_stat_activity.client_port`` is not among them
+        was opened by someone else than PgBouncer.
+        """
+        return {int(row["local_port"]) for row in self._admin("SHOW SERVERS")}
+
+    def drop_server_connections(self):
+        """After PostgreSQL restarted: no pooled connection from before it
+        may reach a client (it would fail with "server closed the
+        connection unexpectedly")."""
+        if self.process is not None:
+            self._admin("RECONNECT")
 
 
 class Sandbox:
@@ -365,6 +381,7 @@ class Sandbox:
             self.pgbouncer = PgBouncer(
                 os.path.join(self.workdir, "pgbouncer"), self.postgres
             ).start()
+            self.postgres.on_start.append(self.pgbouncer.drop_server_connections)
         except BaseException:
             self.__exit__(None, None, None)
             raise
