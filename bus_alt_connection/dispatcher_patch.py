@@ -195,12 +195,12 @@ def start_watch(dispatcher, route, settings):
     return watch
 
 
-def install():
+def install(settings=None):
     """Patch core once per process; return the listener supervisor."""
     installed = getattr(core_bus.ImDispatch.loop, "bus_alt_connection", None)
     if installed is not None:
         return installed
-    settings = _settings_or_defaults()
+    settings = settings or settings_or_defaults()
     supervisor = ListenerSupervisor(
         resolve_route=lambda: resolve_route(config),
         stop_event=core_bus.stop_event,
@@ -231,7 +231,7 @@ def install():
     return supervisor
 
 
-def _settings_or_defaults():
+def settings_or_defaults():
     try:
         return resolve_settings(config)
     except RouteConfigError as error:

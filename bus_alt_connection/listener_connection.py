@@ -24,11 +24,11 @@ def listener_application_name():
     return f"odoo-bus-listener-{os.getpid()}"
 
 
-def listener_params(route):
+def listener_params(route, application_name=None):
     """libpq keywords for the listener: the route plus timeouts and keepalives."""
     params = {
         "connect_timeout": CONNECT_TIMEOUT,
-        "application_name": listener_application_name(),
+        "application_name": application_name or listener_application_name(),
         **KEEPALIVE_PARAMS,
     }
     params.update(route.libpq_params())
@@ -185,14 +185,16 @@ def diagnose_connection_error(exc, route):
             break
     else:
         options, advice = (), "see the PostgreSQL server log for details"
+    prefix = route.option_prefix
     culprits = ", ".join(
-        f"imdispatcher_db_{name}={_shown(route, name)!r} ({route.source(name)})"
+        f"{prefix}{name}={_shown(route, name)!r} ({route.source(name)})"
         for name in options
     )
     message = f"{reason} [route {route.describe()}]"
     if culprits:
         message += f"; values at fault: {culprits}"
-    return options, f"{message}; {advice}"
+    advice = advice.replace("ODOO_IMDISPATCHER_DB_", "ODOO_" + prefix.upper())
+    return options, f"{message}; {advice.replace('imdispatcher_db_', prefix)}"
 
 
 def _shown(route, name):

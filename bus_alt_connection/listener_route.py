@@ -97,6 +97,19 @@ def _parse_seconds(name, text, source):
     return seconds
 
 
+def _parse_switch(name, text, source):
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise RouteConfigError(
+        name, text, source, "is not a boolean", f"set {name} to True or False"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class RouteOption:
     """One ``imdispatcher_db_<name>`` option (or ``imdispatcher_<name>``)."""
@@ -158,6 +171,8 @@ class ListenerRoute:
     values: dict
     #: True when at least one ``imdispatcher_db_*`` value was given.
     configured: bool
+    #: How the operator spells this route's options, for messages.
+    option_prefix: str = OPTION_PREFIX + "db_"
 
     def __getattr__(self, name):
         try:
@@ -237,7 +252,7 @@ def resolve_route(config, environ=None):
         route_value.source.startswith(("env", "config imdispatcher"))
         for route_value in values.values()
     )
-    _check_one_port_per_host(values)
+    _check_one_port_per_host(values, "imdispatcher_db_port")
     return ListenerRoute(values=values, configured=configured)
 
 
@@ -262,7 +277,7 @@ def _resolve(options, config, environ):
     return values
 
 
-def _check_one_port_per_host(values):
+def _check_one_port_per_host(values, port_option):
     """libpq takes one port for all hosts, or one port per host."""
     hosts, ports = values["host"].value, values["port"].value
     if not hosts or not ports:
@@ -270,9 +285,58 @@ def _check_one_port_per_host(values):
     host_count, port_count = len(hosts.split(",")), len(ports.split(","))
     if port_count not in (1, host_count):
         raise RouteConfigError(
-            "imdispatcher_db_port",
+            port_option,
             ports,
             values["port"].source,
             f"lists {port_count} ports for {host_count} hosts",
             "give one port for all hosts, or one port per host in the same order",
         )
+
+
+CRON_OPTION_PREFIX = "cron_db_"
+CRON_ENV_PREFIX = "ODOO_CRON_DB_"
+
+
+def resolve_cron_route(config, environ=None):
+    """The route of core's ``LISTEN cron_trigger`` connections.
+
+    Each value: ``ODOO_CRON_DB_<NAME>``, then ``cron_db_<name>``, then the
+    bus listener's route (so by default cron triggers follow the bus).
+
+    :raises RouteConfigError: on the first value that cannot work
+    """
+    environ = os.environ if environ is None else environ
+    bus_values = _resolve(ROUTE_OPTIONS, config, environ)
+    values = {}
+    for option in ROUTE_OPTIONS:
+        name = CRON_OPTION_PREFIX + option.name
+        env = CRON_ENV_PREFIX + option.name.upper()
+        if environ.get(env, "") != "":
+            raw, source = environ[env], f"env {env}"
+        elif config.get(name) not in UNSET_VALUES:
+            raw, source = config.get(name), f"config {name}"
+        else:
+            values[option.name] = bus_values[option.name]
+            continue
+        values[option.name] = RouteValue(option.parse(name, raw, source), source)
+    configured = any(
+        route_value.source.startswith(("env", "config imdispatcher", "config cron"))
+        for route_value in values.values()
+    )
+    _check_one_port_per_host(values, CRON_OPTION_PREFIX + "port")
+    return ListenerRoute(
+        values=values, configured=configured, option_prefix=CRON_OPTION_PREFIX
+    )
+
+
+def cron_redirect_enabled(config, environ=None):
+    """False when ``cron_trigger_redirect`` (or its env) switches it off."""
+    environ = os.environ if environ is None else environ
+    env = "ODOO_CRON_TRIGGER_REDIRECT"
+    if environ.get(env, "") != "":
+        raw, source = environ[env], f"env {env}"
+    else:
+        raw, source = config.get("cron_trigger_redirect"), "config"
+        if raw in (None, ""):
+            return True
+    return _parse_switch("cron_trigger_redirect", raw, source)

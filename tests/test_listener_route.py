@@ -8,6 +8,8 @@ from bus_alt_connection.listener_connection import listener_params
 from bus_alt_connection.listener_route import (
     BUS_DATABASE,
     RouteConfigError,
+    cron_redirect_enabled,
+    resolve_cron_route,
     resolve_route,
 )
 
@@ -177,3 +179,55 @@ def test_listener_params_add_timeouts_keepalives_and_name():
     assert params["keepalives"] == 1
     assert params["connect_timeout"] > 0
     assert params["application_name"].startswith("odoo-bus-listener-")
+
+
+def test_cron_route_follows_the_bus_route_by_default():
+    cron = resolve_cron_route(
+        config(imdispatcher_db_host="pg-primary", imdispatcher_db_port="5432"),
+        environ={},
+    )
+    assert (cron.host, cron.port) == ("pg-primary", "5432")
+    assert cron.source("host") == "config imdispatcher_db_host"
+    assert cron.source("user") == "fallback to config db_user"
+    assert cron.configured
+
+
+def test_cron_options_override_the_bus_route_env_first():
+    cron = resolve_cron_route(
+        config(
+            imdispatcher_db_host="pg-primary",
+            cron_db_host="pg-cron",
+            cron_db_port="5433",
+        ),
+        environ={"ODOO_CRON_DB_PORT": "5434", "ODOO_IMDISPATCHER_DB_PORT": "5999"},
+    )
+    assert (cron.host, cron.port) == ("pg-cron", "5434")
+    assert cron.source("host") == "config cron_db_host"
+    assert cron.source("port") == "env ODOO_CRON_DB_PORT"
+    assert cron.option_prefix == "cron_db_"
+
+
+def test_cron_route_bad_value_names_the_cron_option():
+    with pytest.raises(RouteConfigError, match=r"cron_db_port = 'abc' \(config"):
+        resolve_cron_route(config(cron_db_port="abc"), environ={})
+    with pytest.raises(RouteConfigError, match="cron_db_port"):
+        resolve_cron_route(config(cron_db_host="a,b,c", cron_db_port="1,2"), environ={})
+
+
+@pytest.mark.parametrize(
+    "options, environ, expected",
+    [
+        ({}, {}, True),
+        ({"cron_trigger_redirect": "False"}, {}, False),
+        ({"cron_trigger_redirect": False}, {}, False),
+        ({"cron_trigger_redirect": "True"}, {"ODOO_CRON_TRIGGER_REDIRECT": "0"}, False),
+        ({"cron_trigger_redirect": "False"}, {"ODOO_CRON_TRIGGER_REDIRECT": "on"}, True),
+    ],
+)
+def test_cron_redirect_switch(options, environ, expected):
+    assert cron_redirect_enabled(config(**options), environ) is expected
+
+
+def test_cron_redirect_switch_rejects_nonsense():
+    with pytest.raises(RouteConfigError, match="cron_trigger_redirect = 'maybe'"):
+        cron_redirect_enabled(config(cron_trigger_redirect="maybe"), {})

@@ -1,0 +1,110 @@
+"""Odoo glue: core's cron runners LISTEN for triggers on the cron route.
+
+Core's cron loop runs unchanged. Only the ``sql_db.db_connect('postgres')``
+called by the code of core's cron runners themselves
+(``ThreadedServer.cron_thread``, ``WorkerCron.start``) returns a
+``TriggerConnectionFactory``; every other ``db_connect`` of a cron thread or
+worker (job transactions, the database list, the bus NOTIFY a job sends)
+keeps Odoo's ``db_*`` route.
+"""
+
+import logging
+import os
+import sys
+import threading
+
+from odoo import sql_db
+from odoo.service import server
+from odoo.tools import config
+
+from .cron_trigger_listener import TriggerConnection, TriggerCursor
+from .dispatcher_patch import explain_deafness
+from .listener_route import (
+    BUS_DATABASE,
+    RouteConfigError,
+    cron_redirect_enabled,
+    resolve_cron_route,
+)
+
+_logger = logging.getLogger(__name__)
+
+
+def cron_listen_callers():
+    """Code objects of core's functions that open the trigger connection."""
+    return {server.ThreadedServer.cron_thread.__code__, server.WorkerCron.start.__code__}
+
+
+def runner_name():
+    thread = threading.current_thread()
+    if thread is threading.main_thread():
+        return f"cron worker {os.getpid()}"
+    return thread.name.rsplit(".", 1)[-1]
+
+
+class TriggerConnectionFactory:
+    """Stands for core's ``Connection`` object: ``cursor()`` is all it needs."""
+
+    def __init__(self, route, settings, original_db_connect):
+        self._route = route
+        self._settings = settings
+        self._db_connect = original_db_connect
+
+    def cursor(self):
+        connection = TriggerConnection(
+            self._route,
+            runner_name(),
+            send_notify=self._notify_through_db_host,
+            explain_deafness=self._explain_deafness,
+            selfcheck_timeout=self._settings["selfcheck_timeout"],
+            max_delay=self._settings["reconnect_max_delay"],
+        )
+        connection.start()
+        return TriggerCursor(connection, self._execute_through_db_host)
+
+    def _execute_through_db_host(self, query, params):
+        with self._db_connect(BUS_DATABASE).cursor() as cr:
+            cr.execute(query, params)
+            return cr.fetchall() if cr.description else []
+
+    def _notify_through_db_host(self, channel, payload):
+        with self._db_connect(BUS_DATABASE).cursor() as cr:
+            cr.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    def _explain_deafness(self):
+        return explain_deafness(self._route)
+
+
+def _patched_db_connect(original, factory):
+    callers = cron_listen_callers()
+
+    def db_connect(to, *args, **kwargs):
+        # pylint: disable=protected-access
+        if to == BUS_DATABASE and sys._getframe(1).f_code in callers:
+            return factory
+        return original(to, *args, **kwargs)
+
+    db_connect.bus_alt_connection_cron = factory
+    return db_connect
+
+
+def install(settings):
+    """Redirect the cron runners' trigger LISTEN, once per process."""
+    if getattr(sql_db.db_connect, "bus_alt_connection_cron", None) is not None:
+        return
+    try:
+        if not cron_redirect_enabled(config):
+            _logger.info(
+                "bus_alt_connection: cron_trigger_redirect is off; cron "
+                "triggers are listened for through db_host, as in core."
+            )
+            return
+        route = resolve_cron_route(config)
+    except RouteConfigError as error:
+        _logger.error(
+            "bus_alt_connection: cron triggers are not redirected: %s. Cron "
+            "jobs still run at core's polling pace.",
+            error,
+        )
+        return
+    factory = TriggerConnectionFactory(route, settings, sql_db.db_connect)
+    sql_db.db_connect = _patched_db_connect(sql_db.db_connect, factory)

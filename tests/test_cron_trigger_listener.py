@@ -1,0 +1,212 @@
+"""The cron trigger connection on a real PostgreSQL and PgBouncer.
+
+A small runner stands for core's cron runner: it selects on the
+connection, polls it, and keeps the payloads (database names) it reads.
+"""
+
+import contextlib
+import logging
+import select
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from bus_alt_connection.cron_trigger_listener import (
+    SELF_CHECK_PREFIX,
+    TriggerConnection,
+    TriggerCursor,
+)
+from bus_alt_connection.listener_route import resolve_cron_route
+from tools.tcp_proxy import TcpProxy
+
+LOGGER = "bus_alt_connection.cron_trigger_listener"
+
+
+def cron_route(sandbox, port):
+    pgbouncer = sandbox.pgbouncer
+    return resolve_cron_route(
+        {
+            "db_host": "127.0.0.1",
+            "db_port": pgbouncer.port,
+            "db_user": "odoo",
+            "db_password": pgbouncer.odoo_params()["password"],
+            "cron_db_port": str(port),
+        },
+        environ={},
+    )
+
+
+def through_pgbouncer(sandbox):
+    def execute(query, params=None):
+        connection = psycopg2.connect(**sandbox.pgbouncer.odoo_params())
+        try:
+            with connection, connection.cursor() as cr:
+                cr.execute(query, params)
+                return cr.fetchall() if cr.description else []
+        finally:
+            connection.close()
+
+    return execute
+
+
+def notify(sandbox, channel, payload):
+    through_pgbouncer(sandbox)("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+class Runner:
+    """Waits like core's cron runner: select (long), poll, read the payloads."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.payloads = []
+        self.wakes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self.connection], [], [], 30)
+            if self._stop.is_set():
+                return
+            self.wakes += 1
+            self.connection.poll()
+            self.payloads.extend(n.payload for n in self.connection.notifies)
+            self.connection.notifies.clear()
+
+    def wait_for(self, payload, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if payload in self.payloads:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(1)
+
+
+@pytest.fixture
+def trigger(sandbox):
+    """Factory: (connection, cursor) on a route, LISTEN done as core does."""
+    made = []
+
+    def make(port, timeout=3.0):
+        connection = TriggerConnection(
+            cron_route(sandbox, port),
+            "cron-test",
+            send_notify=lambda channel, payload: notify(sandbox, channel, payload),
+            explain_deafness=lambda: "explained",
+            selfcheck_timeout=timeout,
+            max_delay=1.0,
+        )
+        connection.start()
+        cursor = TriggerCursor(connection, through_pgbouncer(sandbox))
+        cursor.execute("SELECT pg_is_in_recovery()")
+        in_recovery = cursor.fetchone()[0]
+        cursor.execute("LISTEN cron_trigger")
+        cursor.commit()
+        made.append(cursor)
+        return connection, in_recovery
+
+    yield make
+    for cursor in made:
+        cursor.close()
+
+
+def wait_until(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_direct_route_hears_triggers_sent_through_pgbouncer(sandbox, trigger, caplog):
+    caplog.set_level(logging.INFO, LOGGER)
+    connection, in_recovery = trigger(sandbox.postgres.port)
+    assert in_recovery is False
+    assert wait_until(lambda: connection.heard_self_check is not None)
+    assert connection.heard_self_check is True
+    runner = Runner(connection)
+    try:
+        notify(sandbox, "cron_trigger", "db_a")
+        assert runner.wait_for("db_a")
+    finally:
+        runner.stop()
+    assert not any(p.startswith(SELF_CHECK_PREFIX) for p in runner.payloads)
+    assert "hears Odoo's NOTIFY" in caplog.text
+
+
+def test_route_through_transaction_pooler_fails_the_self_check(
+    sandbox, trigger, caplog
+):
+    caplog.set_level(logging.INFO, LOGGER)
+    connection, _ = trigger(sandbox.pgbouncer.port, timeout=2.0)
+    assert wait_until(lambda: connection.heard_self_check is not None)
+    assert connection.heard_self_check is False
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "did not receive a NOTIFY sent through db_host" in errors[0].message
+    assert "explained" in errors[0].message
+
+
+def test_lost_connection_reconnects_and_wakes_the_runner(sandbox, trigger, caplog):
+    caplog.set_level(logging.INFO, LOGGER)
+    connection, _ = trigger(sandbox.postgres.port)
+    runner = Runner(connection)
+    try:
+        backend = connection.current().get_backend_pid()
+        sandbox.postgres.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        assert wait_until(lambda: connection.connects == 2), caplog.text
+        assert connection.current().get_backend_pid() != backend
+        notify(sandbox, "cron_trigger", "db_after")
+        assert runner.wait_for("db_after")
+    finally:
+        runner.stop()
+    assert "lost its connection" in caplog.text
+    assert "back on" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_route_down_at_start_then_up(sandbox, trigger, caplog):
+    caplog.set_level(logging.INFO, LOGGER)
+    proxy = TcpProxy(sandbox.postgres.port)  # not started: nothing listens
+    connection, in_recovery = trigger(proxy.port)
+    # core's own query was answered through db_host
+    assert in_recovery is False
+    assert connection.current() is None
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "cron_db_port='%d' (config cron_db_port)" % proxy.port in errors[0].message
+    runner = Runner(connection)
+    proxy.start()
+    try:
+        assert wait_until(lambda: connection.connects == 1, timeout=15)
+        notify(sandbox, "cron_trigger", "db_late")
+        assert runner.wait_for("db_late")
+    finally:
+        runner.stop()
+        proxy.stop()
+
+
+def test_closed_connection_raises_like_psycopg2(sandbox, trigger):
+    connection, _ = trigger(sandbox.postgres.port)
+    connection.close()
+    assert connection.closed
+    with pytest.raises(psycopg2.InterfaceError):
+        connection.poll()
+
+
+def test_listener_is_named_in_pg_stat_activity(sandbox, trigger):
+    connection, _ = trigger(sandbox.postgres.port)
+    rows = sandbox.postgres.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+        (connection.current().get_backend_pid(),),
+    )
+    assert rows[0][0].startswith("odoo-cron-listener-")
