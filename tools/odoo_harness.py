@@ -279,8 +279,12 @@ class OdooServer:
             "    env['bus.bus']._sendone(%r, %r, {'n': n})\n"
             "    env.cr.commit()\n" % (count, channel, notification_type)
         )
+        self.run_shell(script)
+
+    def run_shell(self, script, logname="shell.log"):
+        """Run ``script`` in ``odoo-bin shell`` on this server; its stdout."""
         result = subprocess.run(
-            self.shell_argv("shell.log"),
+            self.shell_argv(logname),
             input=script,
             capture_output=True,
             text=True,
@@ -288,6 +292,7 @@ class OdooServer:
         )
         if result.returncode != 0:
             raise OdooHarnessError(f"odoo shell failed: {result.stderr[-2000:]}")
+        return result.stdout
 
 
 class BusClient:

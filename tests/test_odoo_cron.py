@@ -1,0 +1,121 @@
+"""Cron triggers of a real Odoo server behind the transaction-mode PgBouncer.
+
+A triggered job (``ir.cron._trigger()``) starts within seconds when the
+cron runners LISTEN on the direct route, and only at core's next polling
+round (SLEEP_INTERVAL, 60 s + the runner's number) when they listen through
+PgBouncer. The job's own queries go through PgBouncer either way.
+
+Needs ODOO_PATH and ODOO_PYTHON; skipped otherwise.
+"""
+
+import time
+
+import pytest
+
+from tools.odoo_harness import OdooServer
+from tools.cron_probe import install_probe_cron, last_run_id, trigger, wait_for_run
+
+#: Far below core's polling round (60 s), far above a LISTEN wake-up.
+PROMPT = 20
+#: Core's polling round plus slack (a busy machine).
+POLLING_ROUND = 100
+LISTENER_READY = r"cron trigger listener \(.*\) hears Odoo's NOTIFY"
+
+
+@pytest.fixture(scope="module")
+def probe_cron(sandbox, odoo_server_module):
+    server = odoo_server_module()
+    return install_probe_cron(server)
+
+
+@pytest.fixture(scope="module")
+def odoo_server_module(sandbox, odoo_tree, odoo_database, odoo_workdir):
+    """An Odoo server (not started) to run shell scripts on the database."""
+    odoo_path, odoo_python = odoo_tree
+
+    def make():
+        server = OdooServer(
+            odoo_path,
+            odoo_python,
+            f"{odoo_workdir}/cron-shell",
+            odoo_database,
+            db_params=sandbox.pgbouncer.odoo_params(),
+            with_addon=False,
+        )
+        server.write_config()
+        return server
+
+    return make
+
+
+def cron_server(sandbox, odoo_server, workers=0, **options):
+    return odoo_server(
+        listener_params={"host": "127.0.0.1", "port": sandbox.postgres.port},
+        workers=workers,
+        extra_options={"max_cron_threads": 1, **options},
+    )
+
+
+def trigger_and_wait(sandbox, server, cron_id, timeout):
+    """Seconds from the trigger's commit to the job's start, and its port."""
+    before = last_run_id(sandbox.postgres, server.dbname)
+    triggered_at = trigger(server, cron_id)
+    run = wait_for_run(sandbox.postgres, server.dbname, before, timeout)
+    if run is None:
+        return None, None
+    ran_at, client_port = run
+    return ran_at - triggered_at, client_port
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_triggered_job_starts_at_once(sandbox, odoo_server, probe_cron, workers):
+    server = cron_server(sandbox, odoo_server, workers=workers)
+    assert server.wait_for_log(LISTENER_READY, timeout=60), server.log_text()[-3000:]
+    delay, client_port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is not None, "the triggered job did not start promptly"
+    # the job's own transaction went through PgBouncer
+    assert client_port in sandbox.pgbouncer.server_local_ports()
+    log = server.log_text()
+    assert " ERROR " not in log
+    assert "Traceback" not in log
+
+
+def test_only_the_trigger_listener_bypasses_pgbouncer(
+    sandbox, odoo_server, probe_cron
+):
+    server = cron_server(sandbox, odoo_server)
+    assert server.wait_for_log(LISTENER_READY, timeout=60)
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is not None
+    pooled_ports = sandbox.pgbouncer.server_local_ports()
+    rows = sandbox.postgres.execute(
+        "SELECT application_name, client_port FROM pg_stat_activity "
+        "WHERE usename = 'odoo' AND backend_type = 'client backend'"
+    )
+    direct = [name for name, port in rows if port not in pooled_ports]
+    # the bus listener starts with the first websocket; none connected here
+    assert len(rows) > len(direct) == 1, rows
+    assert direct[0].startswith("odoo-cron-listener-")
+
+
+def test_without_redirect_the_job_waits_for_the_polling_round(
+    sandbox, odoo_server, probe_cron
+):
+    server = cron_server(sandbox, odoo_server, cron_trigger_redirect="False")
+    assert server.wait_for_log(r"cron_trigger_redirect is off", timeout=60)
+    time.sleep(2)  # the cron runner has started with HTTP; let it LISTEN
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is None, f"started after {delay:.1f} s without the redirect"
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, POLLING_ROUND)
+    assert delay is not None, "the job never ran at core's polling round"
+
+
+def test_bad_cron_port_keeps_cron_polling_with_one_error(
+    sandbox, odoo_server, probe_cron
+):
+    server = cron_server(sandbox, odoo_server, cron_db_port="abc")
+    assert server.wait_for_log(r"cron triggers are not redirected", timeout=60)
+    assert server.http_status("/web/binary/company_logo") == 200
+    errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert "cron_db_port = 'abc' (config cron_db_port)" in errors[0]
