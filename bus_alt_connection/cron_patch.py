@@ -31,7 +31,10 @@ _logger = logging.getLogger(__name__)
 
 def cron_listen_callers():
     """Code objects of core's functions that open the trigger connection."""
-    return {server.ThreadedServer.cron_thread.__code__, server.WorkerCron.start.__code__}
+    return {
+        server.ThreadedServer.cron_thread.__code__,
+        server.WorkerCron.start.__code__,
+    }
 
 
 def runner_name():

@@ -221,7 +221,11 @@ def test_cron_route_bad_value_names_the_cron_option():
         ({"cron_trigger_redirect": "False"}, {}, False),
         ({"cron_trigger_redirect": False}, {}, False),
         ({"cron_trigger_redirect": "True"}, {"ODOO_CRON_TRIGGER_REDIRECT": "0"}, False),
-        ({"cron_trigger_redirect": "False"}, {"ODOO_CRON_TRIGGER_REDIRECT": "on"}, True),
+        (
+            {"cron_trigger_redirect": "False"},
+            {"ODOO_CRON_TRIGGER_REDIRECT": "on"},
+            True,
+        ),
     ],
 )
 def test_cron_redirect_switch(options, environ, expected):

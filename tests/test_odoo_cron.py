@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tools.odoo_harness import OdooServer
 from tools.cron_probe import install_probe_cron, last_run_id, trigger, wait_for_run
+from tools.odoo_harness import OdooServer
 
 #: Far below core's polling round (60 s), far above a LISTEN wake-up.
 PROMPT = 20
@@ -80,9 +80,7 @@ def test_triggered_job_starts_at_once(sandbox, odoo_server, probe_cron, workers)
     assert "Traceback" not in log
 
 
-def test_only_the_trigger_listener_bypasses_pgbouncer(
-    sandbox, odoo_server, probe_cron
-):
+def test_only_the_trigger_listener_bypasses_pgbouncer(sandbox, odoo_server, probe_cron):
     server = cron_server(sandbox, odoo_server)
     assert server.wait_for_log(LISTENER_READY, timeout=60)
     delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)

@@ -16,8 +16,8 @@ CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (
     client_port integer
 )"""
 JOB_CODE = (
-    f"env.cr.execute(\"INSERT INTO {PROBE_TABLE} (ran_at, client_port) "
-    "SELECT extract(epoch FROM clock_timestamp()), inet_client_port()\")"
+    f'env.cr.execute("INSERT INTO {PROBE_TABLE} (ran_at, client_port) '
+    'SELECT extract(epoch FROM clock_timestamp()), inet_client_port()")'
 )
 CREATE_CRON = """
 import datetime
