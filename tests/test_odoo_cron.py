@@ -8,6 +8,7 @@ PgBouncer. The job's own queries go through PgBouncer either way.
 Needs ODOO_PATH and ODOO_PYTHON; skipped otherwise.
 """
 
+import os
 import time
 
 import pytest
@@ -117,3 +118,18 @@ def test_bad_cron_port_keeps_cron_polling_with_one_error(
     errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
     assert len(errors) == 1, errors
     assert "cron_db_port = 'abc' (config cron_db_port)" in errors[0]
+
+
+def test_runner_survives_a_postgresql_restart(sandbox, odoo_server, probe_cron):
+    """Core's threaded runner of 16.0-18.0 dies when its connection breaks;
+    with the redirect it reconnects, and triggers start promptly again."""
+    server = cron_server(sandbox, odoo_server)
+    assert server.wait_for_log(LISTENER_READY, timeout=60)
+    sandbox.postgres.restart()
+    assert server.wait_for_log(r"cron trigger listener \(.*\) back on", timeout=60)
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is not None, "no prompt start after the restart"
+    log = server.log_text()
+    assert "lost its connection" in log
+    with open(os.path.join(server.workdir, "stderr.log")) as stderr:
+        assert "Traceback" not in stderr.read()
