@@ -203,6 +203,7 @@ def bus_db(sandbox):
             cr.execute(BUS_TABLE)
     yield params
     sandbox.pgbouncer._admin(f"KILL {name}")
+    sandbox.pgbouncer._admin(f"RESUME {name}")
     sandbox.postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
