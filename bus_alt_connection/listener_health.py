@@ -27,7 +27,9 @@ def health_report(supervisor, last_received_at=None, now=None):
     watch = supervisor.watch
     last = watch.last_result if watch is not None else None
     if mode.active == "poll":
-        healthy = state.connected and _recent(state.last_poll_at, now, mode.poll_interval)
+        healthy = state.connected and _recent(
+            state.last_poll_at, now, mode.poll_interval
+        )
     else:
         healthy = state.connected and (last is None or last.ok)
     route = supervisor.route() if mode.configured != "poll" else None

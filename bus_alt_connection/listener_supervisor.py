@@ -261,10 +261,11 @@ class ListenerSupervisor:
         else:
             _logger.info(
                 "bus_alt_connection: bus poller started: new bus.bus rows are "
-                "read through %s (imdispatcher_mode %s, %s).",
+                "read through %s every %.0f ms (imdispatcher_mode %s%s).",
                 describe,
+                self.mode.poll_interval * 1000,
                 self.mode.configured,
-                self.mode.reason,
+                ", switched from LISTEN" if self.mode.configured == "auto" else "",
             )
         state.connected = True
         state.connected_since = now
@@ -362,8 +363,7 @@ class ListenerSupervisor:
             level = logging.WARNING if self.state.connects else logging.ERROR
             _logger.log(
                 level,
-                "bus_alt_connection: %s cannot connect: %s; "
-                "retrying in %.1f s.",
+                "bus_alt_connection: %s cannot connect: %s; " "retrying in %.1f s.",
                 subject,
                 reason,
                 delay,

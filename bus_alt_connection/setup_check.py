@@ -337,9 +337,9 @@ def format_report(report):
             f"{report.poll['interval_ms']} ms:"
         )
         for name, result in report.poll["databases"].items():
-            outcome = (
-                "OK" if result["ok"] else f"FAILS: {result['error']}"
-            ) + (f", last id {result['last_id']}" if result.get("last_id") else "")
+            outcome = ("OK" if result["ok"] else f"FAILS: {result['error']}") + (
+                f", last id {result['last_id']}" if result.get("last_id") else ""
+            )
             lines.append(f"  {name:<22} {outcome}")
     if report.server_wide:
         state = "loaded" if report.server_wide["loaded"] else "NOT loaded"

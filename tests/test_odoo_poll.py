@@ -12,7 +12,7 @@ import pytest
 from tools.odoo_harness import BusClient
 
 from .test_odoo_bus import COUNT, NOTIFICATION, errors_in
-from .test_odoo_health import HEALTH, get
+from .test_odoo_health import HEALTH, admin_opener, get, wait_for_status
 
 POLLING = r"bus poller started"
 SWITCHED = "imdispatcher_mode is auto, so the bus now polls"
@@ -67,12 +67,18 @@ def test_poll_mode_health_says_poll(sandbox, odoo_server):
     server = odoo_server(
         listener_params=None, extra_options={"imdispatcher_mode": "poll"}
     )
-    status, body = get(server.http_port, HEALTH)
-    assert (status, json.loads(body)) == (200, {"status": "pass"})
+    _status, body = wait_for_status(server.http_port, 200)
+    assert json.loads(body) == {"status": "pass"}
     assert server.wait_for_log(POLLING, timeout=30)
-    assert "imdispatcher_mode poll, configured (config imdispatcher_mode)" in (
-        server.log_text()
-    )
+    assert "every 250 ms (imdispatcher_mode poll)" in server.log_text()
+    opener = admin_opener(server.http_port, server.dbname)
+    status, body = get(server.http_port, HEALTH + "/details", opener)
+    details = json.loads(body)
+    assert status == 200, details
+    assert details["mode"] == "poll"
+    assert details["mode_reason"] == "configured (config imdispatcher_mode)"
+    assert details["last_poll_age_s"] is not None
+    assert details["route"] is None
 
 
 def test_auto_mode_behind_the_pooler_switches_to_polling(sandbox, odoo_server):
