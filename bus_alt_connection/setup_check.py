@@ -168,7 +168,9 @@ def bus_databases(config):
     value = config.get("db_name")
     if value in UNSET_VALUES:
         return []
-    return [name.strip() for name in str(value).split(",") if name.strip()]
+    if isinstance(value, str):  # 19.0 parses it into a list already
+        value = value.split(",")
+    return [name.strip() for name in value if name and name.strip()]
 
 
 def poll_database(params):
@@ -254,7 +256,9 @@ def _poll_failure(report, config, params, name, error):
 
 
 def odoo_only(config):
-    return {key: value for key, value in config.items() if key.startswith("db_")}
+    """Odoo's own db_* options (``config`` may be Odoo's configmanager)."""
+    names = ("db_host", "db_port", "db_user", "db_password", "db_sslmode")
+    return {name: config.get(name) for name in names}
 
 
 def _failure_code(options):
