@@ -90,7 +90,7 @@ def _patched_db_connect(original, factory):
     return db_connect
 
 
-def install(settings):
+def install(settings, mode=None):
     """Redirect the cron runners' trigger LISTEN, once per process."""
     if getattr(sql_db.db_connect, "bus_alt_connection_cron", None) is not None:
         return
@@ -107,6 +107,17 @@ def install(settings):
             "bus_alt_connection: cron triggers are not redirected: %s. Cron "
             "jobs still run at core's polling pace.",
             error,
+        )
+        return
+    if not route.configured:
+        # Nothing but db_host to go to: core's own connection is that.
+        _logger.info(
+            "bus_alt_connection: no cron_db_* or imdispatcher_db_* option is "
+            "set (imdispatcher_mode = %s); cron triggers are listened for "
+            "through db_host, as in core. Behind a transaction-mode pooler "
+            "triggered jobs then start at core's polling round (about a "
+            "minute).",
+            mode.configured if mode is not None else "listen",
         )
         return
     factory = TriggerConnectionFactory(route, settings, sql_db.db_connect)

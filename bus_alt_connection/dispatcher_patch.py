@@ -27,6 +27,7 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
+from .dispatcher_polling import DispatcherPoller, db_host_answers, describe_db_host
 from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts
 from .listener_connection import (
     first_line,
@@ -39,9 +40,9 @@ from .listener_route import (
     SETTING_OPTIONS,
     RouteConfigError,
     resolve_route,
-    resolve_settings,
+    resolve_setting_values,
 )
-from .listener_supervisor import ListenerSupervisor
+from .listener_supervisor import ListenerSupervisor, ModeState
 from .listener_watch import ListenerWatch, WatchProbe, deafness_explanation
 
 _logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def explain_deafness(route):
     return deafness_explanation(ours, theirs)
 
 
-def start_watch(dispatcher, route, settings):
+def start_watch(dispatcher, route, settings, on_deaf=None):
     """Subscribe the watch's probe like a websocket and start its thread."""
     watch = ListenerWatch(
         route,
@@ -187,6 +188,7 @@ def start_watch(dispatcher, route, settings):
         stop_event=core_bus.stop_event,
         interval=settings["heartbeat_interval"] or None,
         timeout=settings["selfcheck_timeout"],
+        on_deaf=on_deaf,
     )
     dispatcher._channels_to_ws[watch.probe.key] = {watch.probe}
     threading.Thread(
@@ -195,23 +197,39 @@ def start_watch(dispatcher, route, settings):
     return watch
 
 
-def install(settings=None):
+def install(settings=None, mode=None):
     """Patch core once per process; return the listener supervisor."""
     installed = getattr(core_bus.ImDispatch.loop, "bus_alt_connection", None)
     if installed is not None:
         return installed
-    settings = settings or settings_or_defaults()
+    if settings is None or mode is None:
+        settings, mode = settings_or_defaults()
     supervisor = ListenerSupervisor(
         resolve_route=lambda: resolve_route(config),
         stop_event=core_bus.stop_event,
         max_delay=settings["reconnect_max_delay"],
+        mode=mode,
+        db_host_works=db_host_answers,
     )
     core_loop = core_bus.ImDispatch.loop
+    pollers = {}
 
     def loop(self):
+        if supervisor.mode.active == "poll":
+            poller = pollers.get(self) or pollers.setdefault(
+                self, DispatcherPoller(self, supervisor, settings["poll_interval"])
+            )
+            supervisor.run_polling(
+                poller.run,
+                catch_up=lambda: wake_all_websockets(self),
+                describe=describe_db_host(),
+            )
+            return
         route = supervisor.route()
         if route is not None and supervisor.watch is None:
-            supervisor.watch = start_watch(self, route, settings)
+            supervisor.watch = start_watch(
+                self, route, settings, on_deaf=_auto_switch(supervisor, route)
+            )
         supervisor.run_attempt(
             lambda route, on_listening: _run_core_loop_on_route(
                 core_loop, self, route, on_listening
@@ -227,13 +245,40 @@ def install(settings=None):
     )
     core_bus.ImDispatch.loop = loop
     core_bus.dispatch._channels_to_ws = ChannelMap(core_bus.dispatch._channels_to_ws)
-    supervisor.route()  # report configuration problems at start-up
+    if mode.active == "listen":
+        supervisor.route()  # report configuration problems at start-up
     return supervisor
 
 
+def _auto_switch(supervisor, route):
+    """auto mode: the self-check's verdict "deaf" switches to polling."""
+    if supervisor.mode.configured != "auto":
+        return None
+
+    def on_deaf(detail):
+        supervisor.switch_to_polling(
+            f"the self-check found that the bus listener on {route.describe()} "
+            f"receives nothing sent through db_host ({detail})"
+        )
+
+    return on_deaf
+
+
 def settings_or_defaults():
+    """(settings, ModeState); the defaults, with one ERROR, on a bad value."""
     try:
-        return resolve_settings(config)
+        values = resolve_setting_values(config)
     except RouteConfigError as error:
         _logger.error("bus_alt_connection: %s; using the defaults.", error)
-        return {option.name: option.default for option in SETTING_OPTIONS}
+        settings = {option.name: option.default for option in SETTING_OPTIONS}
+        return settings, ModeState()
+    settings = {name: value.value for name, value in values.items()}
+    configured = settings["mode"]
+    mode = ModeState(
+        configured=configured,
+        configured_source=values["mode"].source,
+        active="poll" if configured == "poll" else "listen",
+        reason=f"configured ({values['mode'].source})",
+        poll_interval=settings["poll_interval"] / 1000,
+    )
+    return settings, mode

@@ -5,6 +5,11 @@ Plain Python: built from the supervisor's state and the watch's last check.
 
 import time
 
+#: poll mode: unhealthy when the last successful poll is older than this
+#: many intervals (and at least POLL_STALE_MIN seconds)
+POLL_STALE_INTERVALS = 20
+POLL_STALE_MIN = 5.0
+
 
 def health_report(supervisor, last_received_at=None, now=None):
     """(healthy, details) of the listener of this process.
@@ -12,16 +17,27 @@ def health_report(supervisor, last_received_at=None, now=None):
     ``last_received_at``: when the listener last received a notification
     (any: the site's traffic, or the watch's own), on the monotonic clock.
 
-    Healthy: connected, and its last self-check or heartbeat (if any since
-    the connect) heard what Odoo sent.
+    Healthy, in listen mode: connected, and its last self-check or
+    heartbeat (if any since the connect) heard what Odoo sent; in poll
+    mode: the last poll of every loaded database succeeded recently.
     """
     now = time.monotonic() if now is None else now
     state = supervisor.state
+    mode = supervisor.mode
     watch = supervisor.watch
     last = watch.last_result if watch is not None else None
-    healthy = state.connected and (last is None or last.ok)
-    route = supervisor.route()
+    if mode.active == "poll":
+        healthy = state.connected and _recent(
+            state.last_poll_at, now, mode.poll_interval
+        )
+    else:
+        healthy = state.connected and (last is None or last.ok)
+    route = supervisor.route() if mode.configured != "poll" else None
     details = {
+        "mode": mode.active,
+        "mode_reason": mode.reason,
+        "configured_mode": mode.configured,
+        "last_poll_age_s": _age(state.last_poll_at, now),
         "connected": state.connected,
         "connected_for_s": _age(state.connected_since, now)
         if state.connected
@@ -38,6 +54,11 @@ def health_report(supervisor, last_received_at=None, now=None):
         "route": route.public_dict() if route is not None else None,
     }
     return healthy, details
+
+
+def _recent(moment, now, poll_interval):
+    stale_after = max(POLL_STALE_MIN, POLL_STALE_INTERVALS * poll_interval)
+    return moment is not None and now - moment <= stale_after
 
 
 def _age(moment, now):

@@ -110,6 +110,22 @@ def _parse_switch(name, text, source):
     )
 
 
+def _parse_milliseconds(name, text, source):
+    try:
+        milliseconds = int(str(text).strip())
+    except (TypeError, ValueError):
+        milliseconds = 0
+    if milliseconds <= 0:
+        raise RouteConfigError(
+            name,
+            text,
+            source,
+            "is not a positive whole number of milliseconds",
+            f"set {name} to e.g. 250",
+        )
+    return milliseconds
+
+
 @dataclasses.dataclass(frozen=True)
 class RouteOption:
     """One ``imdispatcher_db_<name>`` option (or ``imdispatcher_<name>``)."""
@@ -152,8 +168,15 @@ ROUTE_OPTIONS = (
     ),
 )
 
+#: ``listen``: LISTEN on the imdispatcher_db_* route (core's way);
+#: ``poll``: read new bus.bus rows through db_host, no direct route;
+#: ``auto``: listen, and poll if the self-check finds the route deaf.
+MODES = ("listen", "poll", "auto")
+
 #: How the listener behaves, apart from where it connects.
 SETTING_OPTIONS = (
+    RouteOption("mode", default="listen", parse=_parse_choice(MODES, "auto"), group=""),
+    RouteOption("poll_interval", default=250, parse=_parse_milliseconds, group=""),
     RouteOption("heartbeat_interval", default=30.0, parse=_parse_seconds, group=""),
     RouteOption("selfcheck_timeout", default=5.0, parse=_parse_seconds, group=""),
     RouteOption("reconnect_max_delay", default=30.0, parse=_parse_seconds, group=""),
@@ -257,13 +280,19 @@ def resolve_route(config, environ=None):
 
 
 def resolve_settings(config, environ=None):
-    """Heartbeat interval, self-check timeout and reconnect cap, in seconds.
+    """Mode, poll interval (ms), and heartbeat interval, self-check timeout
+    and reconnect cap (seconds).
 
-    :raises RouteConfigError: on a value that is not a number of seconds
+    :raises RouteConfigError: on a value that cannot work
     """
-    environ = os.environ if environ is None else environ
-    values = _resolve(SETTING_OPTIONS, config, environ)
+    values = resolve_setting_values(config, environ)
     return {name: route_value.value for name, route_value in values.items()}
+
+
+def resolve_setting_values(config, environ=None):
+    """Like ``resolve_settings``, with where each value came from."""
+    environ = os.environ if environ is None else environ
+    return _resolve(SETTING_OPTIONS, config, environ)
 
 
 def _resolve(options, config, environ):

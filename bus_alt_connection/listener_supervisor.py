@@ -25,6 +25,13 @@ FAST_RETRIES = 10
 MAX_RETRY_DELAY = 30.0
 #: How long the dispatcher idles between checks when the route is unusable.
 IDLE_WAIT = 3600.0
+#: auto mode: failed connects of a route that never worked before polling
+AUTO_SWITCH_FAILURES = FAST_RETRIES
+LISTEN_BACK_HINT = (
+    "to get LISTEN back, set imdispatcher_db_host/imdispatcher_db_port to "
+    "PostgreSQL itself or to a session-mode pool of database 'postgres' "
+    "(check with odoo-bin bus_check), then restart Odoo"
+)
 
 
 @dataclasses.dataclass
@@ -37,6 +44,21 @@ class ListenerState:
     connects: int = 0
     failed_attempts: int = 0
     last_error: str | None = None
+    #: poll mode: when the last poll of every database succeeded
+    last_poll_at: float | None = None
+
+
+@dataclasses.dataclass
+class ModeState:
+    """Which way the dispatcher learns about new notifications, and why."""
+
+    configured: str = "listen"
+    configured_source: str = "default"
+    #: "listen" or "poll"
+    active: str = "listen"
+    reason: str = "configured"
+    #: seconds between polls
+    poll_interval: float = 0.25
 
 
 def retry_delay(failures, rng=random.random, first=FIRST_RETRY_DELAY, cap=None):
@@ -63,7 +85,13 @@ class ListenerSupervisor:
         clock=time.monotonic,
         rng=random.random,
         max_delay=MAX_RETRY_DELAY,
+        mode=None,
+        db_host_works=None,
     ):
+        """:param mode: a ModeState (listen, as configured, by default)
+        :param db_host_works: auto mode: returns whether Odoo's own route
+            answers, before polling for a listener route that fails
+        """
         self._resolve_route = resolve_route
         self._stop_event = stop_event
         self._clock = clock
@@ -75,6 +103,8 @@ class ListenerSupervisor:
         self._traceback_logged = set()
         self._consecutive_failures = 0
         self.state = ListenerState()
+        self.mode = mode or ModeState()
+        self._db_host_works = db_host_works or (lambda: True)
         #: the ListenerWatch (self-check, heartbeat), once the glue starts it
         self.watch = None
 
@@ -86,6 +116,8 @@ class ListenerSupervisor:
             except RouteConfigError as error:
                 self._route_error_logged = True
                 self.state.last_error = str(error)
+                if self.mode.configured != "listen":
+                    return None  # polling does not need the route
                 _logger.error(
                     "bus_alt_connection: the bus listener is not started: %s. "
                     "Fix the value and restart Odoo; HTTP keeps serving, but "
@@ -97,7 +129,8 @@ class ListenerSupervisor:
         return self._route
 
     def _log_route(self, route):
-        if not route.configured:
+        # in auto mode the self-check finds out whether db_host can listen
+        if not route.configured and self.mode.configured == "listen":
             _logger.warning(
                 "bus_alt_connection is loaded but no imdispatcher_db_* option "
                 "is set: the bus still listens through db_host (%s). Behind "
@@ -130,7 +163,12 @@ class ListenerSupervisor:
         """
         route = self.route()
         if route is None:
-            self._stop_event.wait(IDLE_WAIT)
+            if self.mode.configured == "auto":
+                self.switch_to_polling(
+                    f"the listener route cannot work: {self.state.last_error}"
+                )
+            else:
+                self._stop_event.wait(IDLE_WAIT)
             return
         listening = []
 
@@ -144,10 +182,114 @@ class ListenerSupervisor:
         try:
             core_loop(route, on_listening)
         except Exception as error:
-            if self._stop_event.is_set():
+            if self._stop_event.is_set() or self.mode.active != "listen":
                 return
             delay = self._on_failure(route, error, was_listening=bool(listening))
+            if self._auto_switch_after_failures():
+                return
             self._stop_event.wait(delay)
+
+    def _auto_switch_after_failures(self):
+        """auto mode: a route that never connected, while db_host answers."""
+        if (
+            self.mode.configured != "auto"
+            or self.state.connects
+            or self._consecutive_failures < AUTO_SWITCH_FAILURES
+            or not self._db_host_works()
+        ):
+            return False
+        self.switch_to_polling(
+            f"the listener route failed {self._consecutive_failures} connect "
+            f"attempts in a row ({self.state.last_error})"
+        )
+        return True
+
+    def switch_to_polling(self, reason):
+        """auto mode: poll from now on; one WARNING saying why and what to do."""
+        self.mode.active = "poll"
+        self.mode.reason = f"auto-switched: {reason}"
+        self.state = ListenerState()
+        self._consecutive_failures = 0
+        self._last_logged_reason = None
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
+        _logger.warning(
+            "bus_alt_connection: %s; imdispatcher_mode is auto, so the bus now "
+            "polls bus.bus through db_host instead of listening; %s.",
+            reason,
+            LISTEN_BACK_HINT,
+        )
+
+    def run_polling(self, poll_loop, catch_up, describe):
+        """Run the poll loop until it fails; never raises, except on shutdown.
+
+        :param poll_loop: ``poll_loop(on_polling)`` polls until stopped or a
+            poll fails (raises); calls ``on_polling()`` after its first
+            successful round and ``self.polled()`` after every round.
+        :param catch_up: called once polling works, to wake the websockets.
+        :param describe: what the poller reaches, for logs (db_host).
+        """
+        polling = []
+
+        def on_polling():
+            polling.append(True)
+            self._on_polling(describe)
+            catch_up()
+
+        try:
+            poll_loop(on_polling)
+        except Exception as error:
+            if self._stop_event.is_set():
+                return
+            delay = self._on_poll_failure(error, describe, bool(polling))
+            self._stop_event.wait(delay)
+
+    def polled(self):
+        self.state.last_poll_at = self._clock()
+
+    def _on_polling(self, describe):
+        now = self._clock()
+        state = self.state
+        if state.connects:
+            _logger.info(
+                "bus_alt_connection: bus poller back on %s after %.1f s down; "
+                "waking the websockets to catch up.",
+                describe,
+                now - state.down_since if state.down_since is not None else 0.0,
+            )
+        else:
+            _logger.info(
+                "bus_alt_connection: bus poller started: new bus.bus rows are "
+                "read through %s every %.0f ms (imdispatcher_mode %s%s).",
+                describe,
+                self.mode.poll_interval * 1000,
+                self.mode.configured,
+                ", switched from LISTEN" if self.mode.configured == "auto" else "",
+            )
+        state.connected = True
+        state.connected_since = now
+        state.down_since = None
+        state.last_poll_at = now
+        state.connects += 1
+        self._consecutive_failures = 0
+        self._last_logged_reason = None
+
+    def _on_poll_failure(self, error, describe, was_polling):
+        state = self.state
+        state.connected = False
+        if state.down_since is None:
+            state.down_since = self._clock()
+        state.failed_attempts += 1
+        self._consecutive_failures += 1
+        reason = (
+            f"{first_line(error)} [db_host {describe}]; check that db_host, "
+            "db_port, db_user and db_password reach the databases"
+        )
+        state.last_error = reason
+        delay = retry_delay(self._consecutive_failures, self._rng, cap=self._max_delay)
+        self._log_failure(error, reason, was_polling, delay, subject="bus poller")
+        return delay
 
     def _on_listening(self, route):
         now = self._clock()
@@ -193,7 +335,7 @@ class ListenerSupervisor:
         self._log_failure(error, reason, was_listening, delay)
         return delay
 
-    def _log_failure(self, error, reason, was_listening, delay):
+    def _log_failure(self, error, reason, was_listening, delay, subject="bus listener"):
         """One line per failed try.
 
         ERROR the first time a route that never worked fails for a given
@@ -202,15 +344,17 @@ class ListenerSupervisor:
         """
         if was_listening:
             _logger.warning(
-                "bus_alt_connection: bus listener lost its connection: %s; "
+                "bus_alt_connection: %s lost its connection: %s; "
                 "reconnecting in %.1f s.",
+                subject,
                 reason,
                 delay,
             )
         elif reason == self._last_logged_reason:
             _logger.warning(
-                "bus_alt_connection: bus listener still cannot connect "
+                "bus_alt_connection: %s still cannot connect "
                 "(attempt %d): %s; retrying in %.1f s.",
+                subject,
                 self._consecutive_failures,
                 first_line(error),
                 delay,
@@ -219,8 +363,8 @@ class ListenerSupervisor:
             level = logging.WARNING if self.state.connects else logging.ERROR
             _logger.log(
                 level,
-                "bus_alt_connection: bus listener cannot connect: %s; "
-                "retrying in %.1f s.",
+                "bus_alt_connection: %s cannot connect: %s; " "retrying in %.1f s.",
+                subject,
                 reason,
                 delay,
             )

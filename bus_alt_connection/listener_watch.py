@@ -74,7 +74,10 @@ class ListenerWatch:
         interval=HEARTBEAT_INTERVAL,
         timeout=SELF_CHECK_TIMEOUT,
         clock=time.monotonic,
+        on_deaf=None,
     ):
+        """:param on_deaf: ``on_deaf(detail)`` replaces the self-check's
+        ERROR (auto mode switches to polling)"""
         self.route = route
         self.probe = WatchProbe()
         self._send_notify = send_notify
@@ -88,7 +91,15 @@ class ListenerWatch:
         self._connection = None
         self._hearing = None  # None: not checked since connect
         self._reported_deaf = False
+        self._on_deaf_hook = on_deaf
+        self._stopped = False
         self.last_result = None
+
+    def stop(self):
+        """The dispatcher no longer listens: end the watch's thread."""
+        self._stopped = True
+        self._connection = None
+        self._connected.set()
 
     # called by the supervisor -------------------------------------------
 
@@ -105,7 +116,7 @@ class ListenerWatch:
     def run(self):
         while not self._stop_event.is_set():
             fresh = self._connected.wait(self._interval)
-            if self._stop_event.is_set():
+            if self._stop_event.is_set() or self._stopped:
                 return
             if fresh:
                 self._connected.clear()
@@ -166,6 +177,12 @@ class ListenerWatch:
             return "still deaf"
         detail = self._explain_deafness()
         self._reported_deaf = True
+        if self._on_deaf_hook is not None:
+            connection = self._connection
+            self._on_deaf_hook(detail)
+            if connection is not None:
+                self._interrupt_listener(connection)
+            return detail
         _logger.error(
             "bus_alt_connection: %s failed: the bus listener on %s "
             "received no notification sent through db_host within "

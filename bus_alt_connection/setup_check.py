@@ -18,6 +18,7 @@ import sys
 
 import psycopg2
 
+from .bus_poller import BusTracker
 from .listen_probe import notify_roundtrip, route_facts
 from .listener_connection import (
     diagnose_connection_error,
@@ -29,6 +30,7 @@ from .listener_route import (
     UNSET_VALUES,
     RouteConfigError,
     resolve_route,
+    resolve_setting_values,
 )
 from .listener_watch import deafness_explanation
 
@@ -46,6 +48,10 @@ class Report:
     db_host: dict | None = None
     round_trip: dict | None = None
     server_wide: dict | None = None
+    #: configured mode and source, active mode and why
+    mode: dict | None = None
+    #: poll mode: db_host and what a poll found in each database
+    poll: dict | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -105,6 +111,33 @@ def check_setup(config, environ=None):
     modules = server_wide_modules(config)
     report.server_wide = {"modules": modules, "loaded": ADDON in modules}
     try:
+        settings = resolve_setting_values(config, environ)
+    except RouteConfigError as error:
+        return _verdict(report, MISCONFIGURED, str(error), "fix that value")
+    mode = settings["mode"]
+    report.mode = {"configured": mode.value, "source": mode.source}
+    interval = settings["poll_interval"].value
+    if mode.value == "poll":
+        return check_polling(report, config, interval, f"configured ({mode.source})")
+    check_listening(report, config, environ)
+    if mode.value == "listen" or report.exit_code == OK:
+        why = f"configured ({mode.source})"
+        if mode.value == "auto":
+            why = "auto: LISTEN on the route hears what Odoo sends"
+        report.mode.update(active="listen", why=why)
+        return report
+    listen_verdict = f"{report.verdict} ({report.advice})" if report.advice else ""
+    return check_polling(
+        report,
+        config,
+        interval,
+        f"auto: LISTEN cannot work: {listen_verdict or report.verdict}",
+    )
+
+
+def check_listening(report, config, environ=None):
+    """LISTEN on the imdispatcher_db_* route, NOTIFY through db_host."""
+    try:
         route = resolve_route(config, environ)
     except RouteConfigError as error:
         return _verdict(report, MISCONFIGURED, str(error), "fix that value")
@@ -128,6 +161,104 @@ def check_setup(config, environ=None):
             report, _failure_code(options), "the listener route fails", reason
         )
     return _judge(report, route, notify_params)
+
+
+def bus_databases(config):
+    """The databases named by db_name (none: Odoo serves any)."""
+    value = config.get("db_name")
+    if value in UNSET_VALUES:
+        return []
+    if isinstance(value, str):  # 19.0 parses it into a list already
+        value = value.split(",")
+    return [name.strip() for name in value if name and name.strip()]
+
+
+def poll_database(params):
+    """Two polls as the dispatcher does them: where to start, then new rows."""
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    try:
+        tracker = BusTracker(name=params["dbname"])
+        with connection.cursor() as cr:
+            tracker.poll(cr)
+            tracker.poll(cr)
+        return {"ok": True, "last_id": tracker.max_seen}
+    finally:
+        connection.close()
+
+
+def check_polling(report, config, interval, why):
+    """Poll mode works when each database answers the poll through db_host."""
+    report.mode.update(active="poll", why=why)
+    params = odoo_db_params(config)
+    databases = bus_databases(config)
+    report.poll = {"route": _describe(params), "interval_ms": interval, "databases": {}}
+    for name in databases or [BUS_DATABASE]:
+        try:
+            if databases:
+                result = poll_database({**params, "dbname": name})
+            else:
+                route_facts({**params, "dbname": name})
+                result = {"ok": True, "last_id": None}
+        except psycopg2.Error as error:
+            report.poll["databases"][name] = {"ok": False, "error": first_line(error)}
+            return _poll_failure(report, config, params, name, error)
+        report.poll["databases"][name] = result
+    if not report.server_wide["loaded"]:
+        return _verdict(
+            report,
+            MISCONFIGURED,
+            f"imdispatcher_mode polls only when {ADDON} is loaded",
+            f"add {ADDON} to server_wide_modules",
+        )
+    checked = (
+        f"databases {', '.join(databases)} answer the poll"
+        if databases
+        else "db_host answers (db_name is not set, so no database was polled)"
+    )
+    return _verdict(
+        report,
+        OK,
+        f"the bus will work by polling bus.bus every {interval} ms through "
+        f"db_host {_describe(params)}: {checked}",
+        "" if report.mode["configured"] == "poll" else _listen_back_hint(),
+    )
+
+
+def _listen_back_hint():
+    return (
+        "to get LISTEN back, set imdispatcher_db_host/imdispatcher_db_port to "
+        "PostgreSQL itself or to a session-mode pool of database 'postgres'"
+    )
+
+
+def _poll_failure(report, config, params, name, error):
+    if isinstance(error, psycopg2.errors.UndefinedTable):
+        return _verdict(
+            report,
+            MISCONFIGURED,
+            f"database {name} has no bus_bus table",
+            "install the bus module in it, or remove it from db_name",
+        )
+    try:
+        options = diagnose_connection_error(
+            error, resolve_route(odoo_only(config), environ={})
+        )[0]
+    except RouteConfigError:
+        options = ()
+    return _verdict(
+        report,
+        _failure_code(options),
+        f"db_host {_describe(params)} fails for database {name}: "
+        f"{first_line(error)}",
+        "check db_host, db_port, db_user, db_password, db_sslmode and db_name",
+    )
+
+
+def odoo_only(config):
+    """Odoo's own db_* options (``config`` may be Odoo's configmanager)."""
+    names = ("db_host", "db_port", "db_user", "db_password", "db_sslmode")
+    return {name: config.get(name) for name in names}
 
 
 def _failure_code(options):
@@ -173,6 +304,13 @@ def _verdict(report, exit_code, verdict, advice):
 
 def format_report(report):
     lines = ["bus_alt_connection check", ""]
+    if report.mode:
+        mode = report.mode
+        lines.append(
+            f"imdispatcher_mode: {mode['configured']} ({mode['source']}); "
+            f"active: {mode.get('active') or '-'}"
+            + (f", {mode['why']}" if mode.get("why") else "")
+        )
     if report.route:
         lines.append("listener route (imdispatcher_db_*):")
         for name, item in report.route.items():
@@ -197,6 +335,16 @@ def format_report(report):
             + f"; PostgreSQL {trip['server_version']}, "
             + ("standby" if trip["standby"] else "primary")
         )
+    if report.poll:
+        lines.append(
+            f"polling through db_host {report.poll['route']} every "
+            f"{report.poll['interval_ms']} ms:"
+        )
+        for name, result in report.poll["databases"].items():
+            outcome = ("OK" if result["ok"] else f"FAILS: {result['error']}") + (
+                f", last id {result['last_id']}" if result.get("last_id") else ""
+            )
+            lines.append(f"  {name:<22} {outcome}")
     if report.server_wide:
         state = "loaded" if report.server_wide["loaded"] else "NOT loaded"
         lines.append(

@@ -11,6 +11,8 @@ from bus_alt_connection.listener_route import (
     cron_redirect_enabled,
     resolve_cron_route,
     resolve_route,
+    resolve_setting_values,
+    resolve_settings,
 )
 
 ODOO_CONFIG = {
@@ -235,3 +237,38 @@ def test_cron_redirect_switch(options, environ, expected):
 def test_cron_redirect_switch_rejects_nonsense():
     with pytest.raises(RouteConfigError, match="cron_trigger_redirect = 'maybe'"):
         cron_redirect_enabled(config(cron_trigger_redirect="maybe"), {})
+
+
+def test_mode_and_poll_interval_defaults():
+    settings = resolve_settings({}, environ={})
+    assert (settings["mode"], settings["poll_interval"]) == ("listen", 250)
+
+
+def test_mode_and_poll_interval_from_config_and_environment():
+    values = resolve_setting_values(
+        {"imdispatcher_mode": "poll", "imdispatcher_poll_interval": "100"},
+        environ={"ODOO_IMDISPATCHER_MODE": "auto"},
+    )
+    assert (values["mode"].value, values["mode"].source) == (
+        "auto",
+        "env ODOO_IMDISPATCHER_MODE",
+    )
+    assert values["poll_interval"].value == 100
+
+
+@pytest.mark.parametrize(
+    "option, value, expected_words",
+    [
+        ("imdispatcher_mode", "polling", "is not one of listen, poll, auto"),
+        ("imdispatcher_poll_interval", "0", "positive whole number of milliseconds"),
+        ("imdispatcher_poll_interval", "0.5", "positive whole number of milliseconds"),
+        ("imdispatcher_poll_interval", "-250", "positive whole number of milliseconds"),
+    ],
+)
+def test_bad_mode_or_interval_names_the_option(option, value, expected_words):
+    with pytest.raises(RouteConfigError) as raised:
+        resolve_settings({option: value}, environ={})
+    message = str(raised.value)
+    assert message.startswith(f"{option} = {value!r} (config {option})")
+    assert expected_words in message
+    assert f"set {option} to" in message

@@ -10,11 +10,14 @@ import threading
 import psycopg2
 import pytest
 
+from bus_alt_connection.listener_health import health_report
 from bus_alt_connection.listener_route import RouteConfigError, resolve_route
 from bus_alt_connection.listener_supervisor import (
+    AUTO_SWITCH_FAILURES,
     FAST_RETRIES,
     IDLE_WAIT,
     ListenerSupervisor,
+    ModeState,
     retry_delay,
 )
 
@@ -247,3 +250,112 @@ def test_route_is_resolved_once():
 
 def test_route_config_error_is_a_value_error():
     assert issubclass(RouteConfigError, ValueError)
+
+
+# --- imdispatcher_mode auto and poll ---------------------------------------
+
+
+def auto_mode():
+    return ModeState(configured="auto", configured_source="config imdispatcher_mode")
+
+
+def test_auto_mode_polls_after_a_route_that_never_connects(caplog):
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(AUTO_SWITCH_FAILURES):
+            assert supervisor.mode.active == "listen"
+            supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "poll"
+    assert supervisor.mode.reason.startswith("auto-switched: the listener route")
+    switches = [r for r in caplog.records if "now polls" in r.getMessage()]
+    assert len(switches) == 1
+    assert switches[0].levelno == logging.WARNING
+    assert "to get LISTEN back" in switches[0].getMessage()
+    assert SECRET not in caplog.text
+
+
+def test_auto_mode_keeps_listening_while_db_host_is_down_too():
+    supervisor, _stop, _clock = make_supervisor(
+        mode=auto_mode(), db_host_works=lambda: False
+    )
+    for _attempt in range(AUTO_SWITCH_FAILURES + 3):
+        supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "listen"
+
+
+def test_auto_mode_keeps_listening_after_a_route_that_worked():
+    supervisor, stop, _clock = make_supervisor(mode=auto_mode())
+    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    for _attempt in range(AUTO_SWITCH_FAILURES + 3):
+        supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "listen"
+
+
+def test_listen_mode_never_switches():
+    supervisor, _stop, _clock = make_supervisor()
+    for _attempt in range(AUTO_SWITCH_FAILURES + 3):
+        supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "listen"
+
+
+def test_auto_mode_with_a_bad_route_value_polls_with_one_warning(caplog):
+    def bad_route():
+        raise RouteConfigError("imdispatcher_db_port", "abc", "config", "bad", "fix")
+
+    supervisor, _stop, _clock = make_supervisor(bad_route, mode=auto_mode())
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "poll"
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "imdispatcher_db_port = 'abc'" in caplog.text
+
+
+def poll_mode():
+    return ModeState(configured="poll", active="poll")
+
+
+def test_poll_failures_log_one_error_then_warnings_then_back(caplog):
+    supervisor, stop, clock = make_supervisor(mode=poll_mode())
+    caught_up = []
+
+    def fails(on_polling):
+        raise psycopg2.OperationalError("connection refused")
+
+    def works_then_stops(on_polling):
+        supervisor.polled()
+        on_polling()
+        stop.set()
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(3):
+            supervisor.run_polling(fails, caught_up.append, "pgbouncer:6432")
+        clock.now += 5
+        supervisor.run_polling(
+            works_then_stops, lambda: caught_up.append(True), "pgbouncer:6432"
+        )
+    levels = [r.levelname for r in caplog.records]
+    assert levels == ["ERROR", "WARNING", "WARNING", "INFO"]
+    assert "bus poller cannot connect: connection refused [db_host" in (
+        caplog.records[0].getMessage()
+    )
+    assert "imdispatcher_db" not in caplog.records[0].getMessage()
+    assert "bus poller started" in caplog.records[-1].getMessage()
+    assert caught_up == [True]
+    assert supervisor.state.connected
+
+
+def test_poll_mode_health_follows_the_last_poll():
+    supervisor, stop, clock = make_supervisor(mode=poll_mode())
+
+    def works_then_stops(on_polling):
+        supervisor.polled()
+        on_polling()
+        stop.set()
+
+    supervisor.run_polling(works_then_stops, lambda: None, "pgbouncer:6432")
+    healthy, details = health_report(supervisor, now=clock.now + 1)
+    assert healthy
+    assert (details["mode"], details["route"]) == ("poll", None)
+    healthy, details = health_report(supervisor, now=clock.now + 60)
+    assert not healthy
+    assert details["last_poll_age_s"] == 60

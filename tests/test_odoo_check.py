@@ -14,13 +14,14 @@ from .test_setup_check import closed_port
 
 @pytest.fixture
 def run_check(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
-    def run(listener_params):
+    def run(listener_params, **extra_options):
         server = OdooServer(
             *odoo_tree,
             os.path.join(odoo_workdir, f"check-{safe_name(request)}"),
             odoo_database,
             sandbox.pgbouncer.odoo_params(),
             listener_params=listener_params,
+            extra_options=extra_options,
         )
         server.write_config()
         addons_path = server.options()["addons_path"]
@@ -57,3 +58,14 @@ def test_bus_check_command(sandbox, run_check, route, expected):
     assert report["exit_code"] == expected
     assert report["server_wide"]["loaded"] is True
     assert report["route"]["port"]["value"] == str(port)
+
+
+@pytest.mark.parametrize("mode", ["poll", "auto"])
+def test_bus_check_command_behind_the_pooler_alone(sandbox, run_check, mode):
+    """No direct route: poll works, auto says it would poll; both exit 0."""
+    listener = None if mode == "poll" else {"port": sandbox.pgbouncer.port}
+    code, report = run_check(listener, imdispatcher_mode=mode)
+    assert code == 0, report
+    assert report["mode"]["configured"] == mode
+    assert report["mode"]["active"] == "poll"
+    assert all(result["ok"] for result in report["poll"]["databases"].values())

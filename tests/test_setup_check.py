@@ -14,6 +14,7 @@ from bus_alt_connection.setup_check import (
     UNREACHABLE,
     check_setup,
     emit,
+    format_report,
     main,
 )
 
@@ -158,3 +159,90 @@ def test_command_line_without_odoo(sandbox, tmp_path, capsys):
     assert main(["-c", str(conf), "--json"]) == OK
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"].startswith("the bus will work")
+
+
+# --- imdispatcher_mode poll and auto ------------------------------------
+
+
+@pytest.fixture
+def bus_database(sandbox):
+    """A database with an Odoo-shaped bus_bus, reached through PgBouncer."""
+    from .test_bus_poller import BUS_TABLE
+
+    name = "check_poll_db"
+    sandbox.postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    sandbox.postgres.execute(f"CREATE DATABASE {name} OWNER odoo")
+    sandbox.postgres.execute(BUS_TABLE, dbname=name)
+    yield name
+    sandbox.pgbouncer._admin(f"KILL {name}")
+    sandbox.pgbouncer._admin(f"RESUME {name}")
+    sandbox.postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def poll_config(sandbox, **options):
+    """A site with no direct route at all, only the transaction pooler."""
+    return site_config(
+        sandbox,
+        imdispatcher_mode="poll",
+        imdispatcher_db_host=None,
+        imdispatcher_db_port=None,
+        imdispatcher_db_password=None,
+        **options,
+    )
+
+
+def test_poll_mode_behind_the_pooler_works(sandbox, bus_database):
+    report = check_setup(poll_config(sandbox, db_name=bus_database), environ={})
+    assert report.exit_code == OK, report
+    assert report.mode["active"] == "poll"
+    assert report.mode["why"] == "configured (config imdispatcher_mode)"
+    assert report.poll["databases"][bus_database]["ok"] is True
+    assert report.round_trip is None, "poll mode needs no LISTEN check"
+    assert "polling bus.bus every 250 ms" in report.verdict
+    text = format_report(report)
+    assert "imdispatcher_mode: poll (config imdispatcher_mode); active: poll" in text
+
+
+def test_poll_mode_without_db_name_checks_db_host(sandbox):
+    report = check_setup(poll_config(sandbox), environ={})
+    assert report.exit_code == OK
+    assert "no database was polled" in report.verdict
+
+
+def test_poll_mode_database_without_bus(sandbox):
+    report = check_setup(poll_config(sandbox, db_name="postgres"), environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert "no bus_bus table" in report.verdict
+
+
+def test_poll_mode_db_host_unreachable(sandbox):
+    config = poll_config(sandbox, db_port=str(closed_port()))
+    report = check_setup(config, environ={})
+    assert report.exit_code == UNREACHABLE
+    assert "db_host" in report.verdict
+
+
+def test_poll_mode_needs_the_addon_loaded(sandbox):
+    config = poll_config(sandbox, server_wide_modules="base,web")
+    assert check_setup(config, environ={}).exit_code == MISCONFIGURED
+
+
+def test_auto_mode_with_a_working_route_listens(sandbox):
+    report = check_setup(site_config(sandbox, imdispatcher_mode="auto"), environ={})
+    assert report.exit_code == OK
+    assert report.mode["active"] == "listen"
+    assert report.round_trip["received"] is True
+
+
+def test_auto_mode_with_a_deaf_route_polls(sandbox, bus_database):
+    config = site_config(
+        sandbox,
+        imdispatcher_mode="auto",
+        imdispatcher_db_port=str(sandbox.pgbouncer.port),
+        db_name=bus_database,
+    )
+    report = check_setup(config, environ={})
+    assert report.exit_code == OK, report
+    assert report.mode["active"] == "poll"
+    assert "hears nothing" in report.mode["why"]
+    assert "to get LISTEN back" in report.advice

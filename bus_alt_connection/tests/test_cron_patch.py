@@ -11,9 +11,9 @@ class TestCronPatch(TransactionCase):
     def setUpClass(cls):
         super().setUpClass()
         # see test_dispatcher_patch: install() is idempotent
-        settings = dispatcher_patch.settings_or_defaults()
-        dispatcher_patch.install(settings)
-        cron_patch.install(settings)
+        settings, mode = dispatcher_patch.settings_or_defaults()
+        dispatcher_patch.install(settings, mode)
+        cron_patch.install(settings, mode)
 
     def test_callers_are_cores_cron_runners(self):
         names = {code.co_name for code in cron_patch.cron_listen_callers()}
@@ -31,5 +31,5 @@ class TestCronPatch(TransactionCase):
 
     def test_installed_once(self):
         db_connect = sql_db.db_connect
-        cron_patch.install(dispatcher_patch.settings_or_defaults())
+        cron_patch.install(*dispatcher_patch.settings_or_defaults())
         self.assertIs(sql_db.db_connect, db_connect, "patched twice")

@@ -1,0 +1,148 @@
+"""Odoo glue of poll mode: core's dispatch, fed by ``bus_bus`` polls.
+
+Instead of core's LISTEN loop, the dispatcher thread polls every database
+whose registry is loaded in this process, through Odoo's own pooled route
+(``db_host``), and wakes the websockets subscribed to the channels of new
+rows exactly as core's loop does for a NOTIFY payload. The websockets then
+read their notifications themselves, as always. No connection bypasses
+``db_host``, and none is held between polls.
+"""
+
+import json
+import logging
+
+import psycopg2
+
+from odoo import sql_db
+from odoo.modules.registry import Registry
+from odoo.tools import config
+
+from odoo.addons.bus.models import bus as core_bus
+
+from .bus_poller import BusTracker
+from .listener_connection import first_line
+from .listener_watch import WatchProbe
+
+_logger = logging.getLogger(__name__)
+
+#: psycopg2/PgBouncer messages of a database that is gone
+_DATABASE_GONE = ("does not exist", "no such database")
+
+
+def loaded_registries():
+    """(database name, registry) of every registry loaded in this process."""
+    registries = Registry.registries
+    snapshot = getattr(registries, "snapshot", None)  # 19.0's LRU
+    if snapshot is not None:
+        return list(snapshot.items())
+    with registries._lock:  # 16.0-18.0: an OrderedDict under the LRU's lock
+        return list(registries.d.items())
+
+
+def _has_bus(registry):
+    return registry.ready and "bus.bus" in registry
+
+
+def describe_db_host():
+    host = config.get("db_host") or "(local socket)"
+    return f"{host}:{config.get('db_port') or 5432}"
+
+
+def wake_websockets(dispatcher, channels, db_name=None):
+    """Wake the websockets subscribed to ``channels`` (JSON, as stored), or
+    with ``db_name`` every websocket subscribed to a channel of that database.
+    """
+    channel_map = dispatcher._channels_to_ws
+    websockets = set()
+    if db_name is not None:
+        for channel, subscribed in list(channel_map.items()):
+            if isinstance(channel, tuple) and channel[:1] == (db_name,):
+                websockets.update(subscribed)
+    for text in channels:
+        websockets.update(channel_map.get(core_bus.hashable(json.loads(text)), ()))
+    for websocket in websockets:
+        if not isinstance(websocket, WatchProbe):
+            websocket.trigger_notification_dispatching()
+
+
+class DispatcherPoller:
+    """The poll loop of one process; its trackers outlive failed polls."""
+
+    def __init__(self, dispatcher, supervisor, interval_ms):
+        self.dispatcher = dispatcher
+        self.supervisor = supervisor
+        self.interval = interval_ms / 1000
+        self.trackers = {}
+        self._warned = set()
+
+    def run(self, on_polling):
+        """Poll until Odoo stops; raises when a poll fails (db_host down)."""
+        first = True
+        while not core_bus.stop_event.is_set():
+            self.poll_round()
+            self.supervisor.polled()
+            if first:
+                first = False
+                on_polling()
+            core_bus.stop_event.wait(self.interval)
+
+    def poll_round(self):
+        registries = dict(
+            (name, registry)
+            for name, registry in loaded_registries()
+            if _has_bus(registry)
+        )
+        for name in set(self.trackers) - set(registries):
+            del self.trackers[name]  # unloaded, or dropped through Odoo
+        channels = []
+        for name in registries:
+            channels += self._poll_database(name)
+        if channels:
+            wake_websockets(self.dispatcher, channels)
+
+    def _poll_database(self, name):
+        tracker = self.trackers.get(name)
+        if tracker is None:
+            tracker = self.trackers[name] = BusTracker(name=name)
+        fresh = not tracker.started
+        try:
+            with sql_db.db_connect(name).cursor() as cr:
+                channels = tracker.poll(cr)
+        except psycopg2.Error as error:
+            if not self._forget_if_gone(name, error):
+                raise
+            return []
+        self._warned.discard(name)
+        if fresh and tracker.started:
+            # rows committed before the tracker started: the websockets of
+            # this database read what they missed when woken
+            wake_websockets(self.dispatcher, (), db_name=name)
+        return channels
+
+    def _forget_if_gone(self, name, error):
+        """A dropped database, or one without bus_bus: not a db_host failure."""
+        message = str(error).lower()
+        gone = any(words in message for words in _DATABASE_GONE)
+        if not gone and not isinstance(error, psycopg2.errors.UndefinedTable):
+            return False
+        del self.trackers[name]
+        if name not in self._warned:
+            self._warned.add(name)
+            _logger.warning(
+                "bus_alt_connection: database %s cannot be polled (%s); "
+                "skipping it while this lasts.",
+                name,
+                first_line(error),
+            )
+        return True
+
+
+def db_host_answers():
+    """Whether Odoo's own route answers (auto mode, before polling)."""
+    try:
+        with sql_db.db_connect("postgres").cursor() as cr:
+            cr.execute("SELECT 1")
+    except Exception as error:
+        _logger.debug("bus_alt_connection: db_host does not answer: %s", error)
+        return False
+    return True

@@ -1,0 +1,343 @@
+"""The bus poller: pure tracker logic, then on PostgreSQL through PgBouncer."""
+
+import collections
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from bus_alt_connection.bus_poller import POLL_SQL, BusPoller, BusTracker
+
+DB_OID = 16384
+OTHER_OID = 16999
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def start_rows(last_id, committed, xmin=50, xmax=50, oid=DB_OID):
+    """What START_SQL returns."""
+    ids = sorted(committed) or [None]
+    return [(xmin, xmax, oid, last_id, row_id) for row_id in ids]
+
+
+def poll_rows(ids, xmin=50, xmax=50, oid=DB_OID):
+    """What POLL_SQL returns; the channel names the id."""
+    ids = sorted(ids) or [None]
+    return [(xmin, xmax, oid, row_id, channel_of(row_id)) for row_id in ids]
+
+
+def channel_of(row_id):
+    return None if row_id is None else json.dumps(["db", f"c{row_id}"])
+
+
+def tracker(clock=None, **options):
+    options.setdefault("start_window", 5)
+    options.setdefault("settle_margin", 2.0)
+    return BusTracker(name="db", clock=clock or Clock(), **options)
+
+
+def test_first_poll_finds_where_to_start_and_reports_nothing():
+    bus = tracker()
+    sql, params = bus.query()
+    assert "pg_sequence_last_value" in sql and params == {"window": 5}
+    assert bus.consume(start_rows(10, [8, 9, 10])) == []
+    assert (bus.started, bus.max_seen, bus.floor) == (True, 10, 5)
+    # 6 and 7 were handed out but not committed at start: watched
+    assert bus.gaps == {6, 7}
+    assert bus.query() == (POLL_SQL, {"max_seen": 10, "gaps": [6, 7]})
+
+
+def test_empty_bus_starts_at_zero():
+    bus = tracker()
+    assert bus.consume(start_rows(0, [])) == []
+    assert (bus.max_seen, bus.gaps) == (0, set())
+    assert bus.consume(poll_rows([1, 2])) == [channel_of(1), channel_of(2)]
+
+
+def test_each_new_row_is_reported_once():
+    bus = tracker()
+    bus.consume(start_rows(10, range(6, 11)))
+    assert bus.consume(poll_rows([11, 12])) == [channel_of(11), channel_of(12)]
+    assert bus.consume(poll_rows([])) == []
+    assert bus.max_seen == 12
+
+
+def test_id_committed_out_of_order_is_reported_when_it_commits():
+    bus = tracker()
+    bus.consume(start_rows(10, range(6, 11)))
+    # 11 is still in flight when 12 commits
+    assert bus.consume(poll_rows([12])) == [channel_of(12)]
+    assert bus.gaps == {11}
+    assert bus.query()[1]["gaps"] == [11]
+    assert bus.consume(poll_rows([11])) == [channel_of(11)]
+    assert bus.gaps == set()
+    assert bus.consume(poll_rows([])) == []
+
+
+def test_rolled_back_gap_is_forgotten_once_its_transaction_must_have_ended():
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, range(6, 11)), started=clock.now)
+    clock.now += 1
+    bus.consume(poll_rows([12], xmin=100, xmax=110))
+    assert bus.gaps == {11}
+    # a checkpoint two seconds later: every xid below 120 may hold id 11
+    clock.now += 2.5
+    bus.consume(poll_rows([], xmin=105, xmax=120))
+    assert bus.gaps == {11}, "xid 105..119 still running: 11 may commit"
+    clock.now += 1
+    bus.consume(poll_rows([], xmin=119, xmax=125))
+    assert bus.gaps == {11}
+    clock.now += 1
+    bus.consume(poll_rows([], xmin=120, xmax=125))
+    assert bus.gaps == set()
+    assert bus.floor == 12
+
+
+def test_gap_is_kept_until_the_margin_has_passed():
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, range(6, 11)))
+    clock.now += 1
+    bus.consume(poll_rows([12], xmin=100, xmax=100))
+    # no transaction at all is running, but only 1.5 s have passed: the
+    # transaction of id 11 may not have its xid yet
+    clock.now += 1.5
+    bus.consume(poll_rows([], xmin=101, xmax=101))
+    assert 11 in bus.gaps
+    clock.now += 1
+    bus.consume(poll_rows([], xmin=102, xmax=102))
+    assert bus.gaps == set()
+
+
+def test_gap_that_commits_late_is_reported_before_being_settled():
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, range(6, 11)))
+    clock.now += 1
+    bus.consume(poll_rows([12], xmin=100, xmax=110))
+    clock.now += 3
+    bus.consume(poll_rows([], xmin=105, xmax=120))
+    clock.now += 1
+    # the poll that proves 11's transaction over also sees its row
+    assert bus.consume(poll_rows([11], xmin=120, xmax=121)) == [channel_of(11)]
+    assert bus.gaps == set()
+
+
+def test_start_window_gaps_are_settled_too():
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, [10], xmin=10, xmax=10))
+    assert bus.gaps == {6, 7, 8, 9}
+    clock.now += 3
+    bus.consume(poll_rows([], xmin=11, xmax=11))
+    clock.now += 1
+    bus.consume(poll_rows([], xmin=11, xmax=11))
+    assert bus.gaps == set()
+
+
+def test_too_many_gaps_keeps_the_newest_and_warns_once(caplog):
+    bus = tracker(max_gaps=3)
+    bus.consume(start_rows(10, range(6, 11)))
+    with caplog.at_level(logging.WARNING):
+        assert bus.consume(poll_rows([20])) == [channel_of(20)]
+        bus.consume(poll_rows([30]))
+    assert bus.gaps == {27, 28, 29}
+    assert bus.floor == 26
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "more than 3 bus.bus ids of database db" in warnings[0].getMessage()
+
+
+def test_huge_jump_does_not_build_a_huge_set():
+    bus = tracker(max_gaps=10)
+    bus.consume(start_rows(10, range(6, 11)))
+    bus.consume(poll_rows([10**9]))
+    assert len(bus.gaps) == 10
+    assert bus.max_seen == 10**9
+
+
+def test_recreated_database_starts_afresh(caplog):
+    bus = tracker()
+    bus.consume(start_rows(500, range(496, 501)))
+    with caplog.at_level(logging.INFO):
+        assert bus.consume(poll_rows([1], oid=OTHER_OID)) == []
+    assert not bus.started
+    assert "re-created" in caplog.text
+    bus.consume(start_rows(1, [1], oid=OTHER_OID))
+    assert bus.consume(poll_rows([2], oid=OTHER_OID)) == [channel_of(2)]
+
+
+# --- on PostgreSQL, through the transaction-mode PgBouncer -----------------
+
+BUS_TABLE = """
+CREATE TABLE bus_bus (
+    id SERIAL NOT NULL PRIMARY KEY,
+    channel VARCHAR,
+    message VARCHAR,
+    create_date TIMESTAMP
+)"""
+
+
+@pytest.fixture
+def bus_db(sandbox):
+    """A scratch database with an Odoo-shaped bus_bus; PgBouncer params."""
+    name = f"poll_{uuid.uuid4().hex[:8]}"
+    sandbox.postgres.execute(f"CREATE DATABASE {name} OWNER odoo")
+    params = sandbox.pgbouncer.odoo_params(name)
+    with contextlib.closing(psycopg2.connect(**params)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cr:
+            cr.execute(BUS_TABLE)
+    yield params
+    sandbox.pgbouncer._admin(f"KILL {name}")
+    sandbox.pgbouncer._admin(f"RESUME {name}")
+    sandbox.postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def connect(params):
+    return psycopg2.connect(**params)
+
+
+def insert(connection, channel):
+    with connection.cursor() as cr:
+        cr.execute(
+            "INSERT INTO bus_bus (channel, message, create_date) "
+            "VALUES (%s, '{}', now() at time zone 'UTC') RETURNING id",
+            (channel,),
+        )
+        return cr.fetchone()[0]
+
+
+def test_rows_committed_out_of_order_are_reported_once_each(bus_db):
+    poller = BusPoller(lambda: connect(bus_db), name="scratch", settle_margin=0.2)
+    first, second = connect(bus_db), connect(bus_db)
+    try:
+        assert poller.poll() == []  # start
+        ten = insert(first, '["db", "ten"]')
+        eleven = insert(second, '["db", "eleven"]')
+        assert eleven > ten
+        second.commit()
+        assert poller.poll() == ['["db", "eleven"]']
+        assert poller.tracker.gaps == {ten}
+        first.commit()
+        assert poller.poll() == ['["db", "ten"]']
+        assert poller.poll() == []
+    finally:
+        first.close()
+        second.close()
+        poller.close()
+
+
+def test_rolled_back_id_is_settled_after_its_transaction(bus_db):
+    poller = BusPoller(lambda: connect(bus_db), name="scratch", settle_margin=0.2)
+    rolled, committed = connect(bus_db), connect(bus_db)
+    try:
+        poller.poll()
+        lost = insert(rolled, '["db", "lost"]')
+        insert(committed, '["db", "kept"]')
+        committed.commit()
+        assert poller.poll() == ['["db", "kept"]']
+        assert lost in poller.tracker.gaps
+        rolled.rollback()
+        deadline = time.monotonic() + 60
+        while poller.tracker.gaps and time.monotonic() < deadline:
+            assert poller.poll() == []
+            time.sleep(0.05)
+        assert poller.tracker.gaps == set()
+    finally:
+        rolled.close()
+        committed.close()
+        poller.close()
+
+
+WRITERS = 8
+ROWS_PER_WRITER = 160
+
+
+def write_rows(params, writer, committed, barrier):
+    """Transactions of 1-3 rows, held open a little, one in ten rolled back."""
+    rng = random.Random(writer)
+    connection = connect(params)
+    barrier.wait()
+    written = 0
+    try:
+        while written < ROWS_PER_WRITER:
+            channels = [
+                json.dumps(["db", f"w{writer}-{written + n}"])
+                for n in range(min(rng.randint(1, 3), ROWS_PER_WRITER - written))
+            ]
+            for channel in channels:
+                insert(connection, channel)
+            time.sleep(rng.random() * 0.02)
+            if rng.random() < 0.1:
+                connection.rollback()
+            else:
+                connection.commit()
+                committed.extend(channels)
+            written += len(channels)
+    finally:
+        connection.close()
+
+
+def test_concurrent_writers_every_committed_row_reported_exactly_once(bus_db):
+    poller = BusPoller(lambda: connect(bus_db), name="scratch", settle_margin=0.5)
+    poller.poll()
+    committed, reported = [], []
+    barrier = threading.Barrier(WRITERS + 1)
+    writers = [
+        threading.Thread(target=write_rows, args=(bus_db, n, committed, barrier))
+        for n in range(WRITERS)
+    ]
+    for thread in writers:
+        thread.start()
+    barrier.wait()
+    max_gaps_seen = 0
+    while any(thread.is_alive() for thread in writers):
+        reported.extend(poller.poll())
+        max_gaps_seen = max(max_gaps_seen, len(poller.tracker.gaps))
+    for thread in writers:
+        thread.join()
+    deadline = time.monotonic() + 60
+    while (
+        poller.tracker.gaps or len(reported) < len(committed)
+    ) and time.monotonic() < deadline:
+        reported.extend(poller.poll())
+        time.sleep(0.05)
+    poller.close()
+    assert len(committed) > 1000
+    duplicates = [c for c, n in collections.Counter(reported).items() if n > 1]
+    assert duplicates == []
+    assert sorted(reported) == sorted(committed)
+    assert max_gaps_seen > 0, "no out-of-order commit happened: a weak test"
+    assert poller.tracker.gaps == set()
+
+
+def test_poll_query_uses_the_primary_key_index(bus_db):
+    with contextlib.closing(connect(bus_db)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cr:
+            cr.execute(
+                "INSERT INTO bus_bus (channel, message) "
+                "SELECT '[\"db\", \"x\"]', '{}' FROM generate_series(1, 200000)"
+            )
+            cr.execute("ANALYZE bus_bus")
+            cr.execute(
+                "EXPLAIN " + POLL_SQL,
+                {"max_seen": 199990, "gaps": [150000, 199000]},
+            )
+            plan = "\n".join(row[0] for row in cr.fetchall())
+    assert "bus_bus_pkey" in plan, plan
+    assert "Seq Scan on bus_bus" not in plan, plan

@@ -1,0 +1,101 @@
+"""imdispatcher_mode poll and auto under a real Odoo (ODOO_PATH, ODOO_PYTHON).
+
+Odoo's only route is the transaction-mode PgBouncer; no imdispatcher_db_*
+route reaches PostgreSQL directly.
+"""
+
+import json
+import uuid
+
+import pytest
+
+from tools.odoo_harness import BusClient
+
+from .test_odoo_bus import COUNT, NOTIFICATION, errors_in
+from .test_odoo_health import HEALTH, admin_opener, get, wait_for_status
+
+POLLING = r"bus poller started"
+SWITCHED = "imdispatcher_mode is auto, so the bus now polls"
+
+
+def delivered_once(server, wait=30):
+    """Send COUNT notifications; return what the websocket received, and
+    anything that arrived after them (a duplicate)."""
+    channel = f"poll_{uuid.uuid4().hex}"
+    client = BusClient(server.websocket_url(), channel)
+    try:
+        assert server.wait_for_log(POLLING, timeout=90), server.log_text()[-3000:]
+        server.send_notifications(channel, COUNT, NOTIFICATION)
+        payloads = client.receive(NOTIFICATION, COUNT, timeout=wait)
+        extra = client.receive(NOTIFICATION, 1, timeout=3)
+    finally:
+        client.close()
+    return [p["n"] for p in payloads], extra
+
+
+def direct_backends(sandbox):
+    """Backends of user odoo that PgBouncer did not open."""
+    pooled_ports = sandbox.pgbouncer.server_local_ports()
+    rows = sandbox.postgres.execute(
+        "SELECT application_name, client_port FROM pg_stat_activity "
+        "WHERE usename = 'odoo' AND backend_type = 'client backend'"
+    )
+    return rows, [row for row in rows if row[1] not in pooled_ports]
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_poll_mode_delivers_through_pgbouncer_alone(sandbox, odoo_server, workers):
+    server = odoo_server(
+        listener_params=None,
+        workers=workers,
+        extra_options={"imdispatcher_mode": "poll"},
+    )
+    received, extra = delivered_once(server)
+    assert received == list(range(COUNT))
+    assert extra == []
+    rows, direct = direct_backends(sandbox)
+    assert rows, "Odoo holds no connection at all: the check proves nothing"
+    assert direct == []
+    log = server.log_text()
+    assert errors_in(log) == []
+    assert "Bus.loop listen imbus" not in log
+    assert "no imdispatcher_db_* option is set" not in log
+    assert "Traceback" not in log
+
+
+def test_poll_mode_health_says_poll(sandbox, odoo_server):
+    server = odoo_server(
+        listener_params=None, extra_options={"imdispatcher_mode": "poll"}
+    )
+    _status, body = wait_for_status(server.http_port, 200)
+    assert json.loads(body) == {"status": "pass"}
+    assert server.wait_for_log(POLLING, timeout=30)
+    assert "every 250 ms (imdispatcher_mode poll)" in server.log_text()
+    opener = admin_opener(server.http_port, server.dbname)
+    status, body = get(server.http_port, HEALTH + "/details", opener)
+    details = json.loads(body)
+    assert status == 200, details
+    assert details["mode"] == "poll"
+    assert details["mode_reason"] == "configured (config imdispatcher_mode)"
+    assert details["last_poll_age_s"] is not None
+    assert details["route"] is None
+
+
+def test_auto_mode_behind_the_pooler_switches_to_polling(sandbox, odoo_server):
+    server = odoo_server(
+        listener_params={"host": "127.0.0.1", "port": sandbox.pgbouncer.port},
+        extra_options={
+            "imdispatcher_mode": "auto",
+            "imdispatcher_selfcheck_timeout": 2,
+        },
+    )
+    received, extra = delivered_once(server, wait=40)
+    assert received == list(range(COUNT))
+    assert extra == []
+    log = server.log_text()
+    switches = [line for line in log.splitlines() if SWITCHED in line]
+    assert len(switches) == 1, switches
+    assert " WARNING " in switches[0]
+    assert "to get LISTEN back" in switches[0]
+    assert errors_in(log) == []
+    assert "lost its connection" not in log
