@@ -27,8 +27,11 @@ from .listener_connection import (
 )
 from .listener_route import (
     BUS_DATABASE,
+    ROUTE_OPTIONS,
     UNSET_VALUES,
     RouteConfigError,
+    cron_redirect_enabled,
+    resolve_cron_route,
     resolve_route,
     resolve_setting_values,
 )
@@ -52,6 +55,8 @@ class Report:
     mode: dict | None = None
     #: poll mode: db_host and what a poll found in each database
     poll: dict | None = None
+    #: the cron runners' trigger LISTEN (cron_db_*)
+    cron: dict | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -107,6 +112,59 @@ def check_route(route, notify_params):
 
 def check_setup(config, environ=None):
     """Run every check; return a Report. ``config`` maps Odoo's options."""
+    report = check_bus(config, environ)
+    if report.exit_code == OK:
+        check_cron(report, config, environ)
+    return report
+
+
+def check_cron(report, config, environ=None):
+    """Where the cron runners' LISTEN cron_trigger goes, and does it hear?"""
+    try:
+        if not cron_redirect_enabled(config, environ):
+            report.cron = {"state": "off: core's connection, on db_host"}
+            return report
+        route = resolve_cron_route(config, environ)
+    except RouteConfigError as error:
+        report.cron = {"state": "not redirected", "error": str(error)}
+        return _verdict(report, MISCONFIGURED, str(error), "fix that value")
+    if not route.configured:
+        report.cron = {"state": "no route set: core's connection, on db_host"}
+        return report
+    own = any(
+        route.source(o.name).startswith(("env ODOO_CRON", "config cron"))
+        for o in ROUTE_OPTIONS
+    )
+    report.cron = {
+        "state": "own route (cron_db_*)" if own else "follows the bus route",
+        "route": route.describe(),
+    }
+    if not own and report.round_trip:
+        report.cron.update(
+            received=report.round_trip["received"], ms=report.round_trip["ms"]
+        )
+        return report
+    try:
+        trip = check_route(route, odoo_db_params(config))
+    except psycopg2.Error as error:
+        options, reason = diagnose_connection_error(error, route)
+        return _verdict(
+            report, _failure_code(options), "the cron trigger route fails", reason
+        )
+    report.cron.update(received=trip["received"], ms=trip["ms"])
+    if not trip["received"]:
+        return _verdict(
+            report,
+            MISCONFIGURED,
+            f"the cron trigger route {route.describe()} hears nothing Odoo sends",
+            "point cron_db_host and cron_db_port at a direct PostgreSQL route, "
+            "or unset them to follow the bus route",
+        )
+    return report
+
+
+def check_bus(config, environ=None):
+    """The bus listener (or poller) part of the check."""
     report = Report()
     modules = server_wide_modules(config)
     report.server_wide = {"modules": modules, "loaded": ADDON in modules}
@@ -345,6 +403,18 @@ def format_report(report):
                 f", last id {result['last_id']}" if result.get("last_id") else ""
             )
             lines.append(f"  {name:<22} {outcome}")
+    if report.cron:
+        cron = report.cron
+        line = f"cron triggers: {cron['state']}"
+        if cron.get("route"):
+            line += f", {cron['route']}"
+        if "received" in cron:
+            line += (
+                f"; NOTIFY through db_host received in {cron['ms']} ms"
+                if cron["received"]
+                else "; NOTHING received"
+            )
+        lines.append(line)
     if report.server_wide:
         state = "loaded" if report.server_wide["loaded"] else "NOT loaded"
         lines.append(

@@ -246,3 +246,35 @@ def test_auto_mode_with_a_deaf_route_polls(sandbox, bus_database):
     assert report.mode["active"] == "poll"
     assert "hears nothing" in report.mode["why"]
     assert "to get LISTEN back" in report.advice
+
+
+def test_cron_triggers_follow_the_bus_route(sandbox):
+    report = check_setup(site_config(sandbox), environ={})
+    assert report.exit_code == OK
+    assert report.cron["state"] == "follows the bus route"
+    assert report.cron["received"] is True
+    assert "cron triggers: follows the bus route" in format_report(report)
+
+
+def test_cron_route_of_its_own_through_the_pooler(sandbox):
+    config = site_config(sandbox, cron_db_port=str(sandbox.pgbouncer.port))
+    report = check_setup(config, environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert report.cron["state"] == "own route (cron_db_*)"
+    assert report.cron["received"] is False
+    assert "cron trigger route" in report.verdict
+    assert "cron_db_host" in report.advice
+
+
+def test_cron_route_unreachable(sandbox):
+    config = site_config(sandbox, cron_db_port=str(closed_port()))
+    report = check_setup(config, environ={})
+    assert report.exit_code == UNREACHABLE
+    assert "cron_db_port=" in report.advice
+
+
+def test_cron_redirect_off(sandbox):
+    config = site_config(sandbox, cron_trigger_redirect="False")
+    report = check_setup(config, environ={})
+    assert report.exit_code == OK
+    assert report.cron["state"].startswith("off")
