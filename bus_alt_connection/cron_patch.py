@@ -103,7 +103,12 @@ def install(settings, mode=None):
             return
         route = resolve_cron_route(config)
     except RouteConfigError as error:
-        _logger.error(
+        # the bus listener has reported its own route's bad value already
+        reported = error.option.startswith("imdispatcher_") and (
+            mode is None or mode.active == "listen"
+        )
+        _logger.log(
+            logging.WARNING if reported else logging.ERROR,
             "bus_alt_connection: cron triggers are not redirected: %s. Cron "
             "jobs still run at core's polling pace.",
             error,

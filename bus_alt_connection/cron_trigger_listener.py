@@ -9,13 +9,14 @@ glue hands them a ``TriggerCursor`` whose connection (``cr._cnx``) is a
 
 * it connects on the cron route, with its own psycopg2 connection, never
   through Odoo's pool, so nothing else of the runner leaves ``db_host``;
+* a reader thread of its own waits on that connection and wakes core's
+  runner through a pipe (``fileno()``) when a trigger arrives, so only one
+  thread ever reads the socket;
 * when the connection is lost, ``poll()`` does not raise (core's threaded
-  runner of 16.0-18.0 would die, and the cron worker would crash): a
-  background thread reconnects with the bus listener's retry policy, runs
-  the LISTEN again and wakes the runner, whose polling round is the
-  catch-up;
-* while the route is down, ``fileno()`` is a pipe that only that thread
-  writes to, so the runner keeps core's polling pace;
+  runner of 16.0-18.0 would die, and the cron worker would crash): the
+  reader reconnects with the bus listener's retry policy, runs the LISTEN
+  again and wakes the runner, whose polling round is the catch-up;
+  meanwhile the runner keeps core's polling pace;
 * after each connect a self-check NOTIFY goes through Odoo's own route: if
   it does not arrive, one ERROR says that triggers cannot reach this route.
 """
@@ -44,6 +45,8 @@ CRON_CHANNEL = "cron_trigger"
 SELF_CHECK_PREFIX = "bus_alt_connection-selfcheck-"
 #: Core's runners of 16.0-18.0 never read ``notifies``; keep it bounded.
 MAX_KEPT_NOTIFIES = 1000
+#: How long the reader waits on the socket before it looks again.
+READ_TIMEOUT = 1.0
 
 
 def trigger_application_name():
@@ -56,7 +59,13 @@ def is_listen(query):
 
 
 class TriggerConnection:
-    """What core's cron runner selects on and polls (``cr._cnx``)."""
+    """What core's cron runner selects on and polls (``cr._cnx``).
+
+    One reader thread owns the psycopg2 connection: it waits on it, reads
+    the notifications into an inbox, and writes a byte to a pipe for each
+    batch. Core's runner selects on that pipe, so no notification can be
+    read by one thread while another waits on the socket.
+    """
 
     def __init__(
         self,
@@ -78,10 +87,10 @@ class TriggerConnection:
         self._lock = threading.RLock()
         self._pg = None
         self._listens = []
+        self._inbox = []
         self._closed = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._reconnecting = False
         self._failures = 0
         self._down_since = None
         self._last_reason = None
@@ -97,20 +106,22 @@ class TriggerConnection:
         return self._closed.is_set()
 
     def fileno(self):
-        pg = self._pg
-        return pg.fileno() if pg is not None else self._wake_r
+        return self._wake_r
 
     def poll(self):
-        """Read notifications; on a lost connection, reconnect in background."""
+        """Hand the notifications the reader thread received to core."""
         if self.closed:
             raise psycopg2.InterfaceError("connection already closed")
-        self._drain_wake_pipe()
-        self._poll_connection()
+        with self._lock:
+            self._drain_wake_pipe()
+            self.notifies.extend(self._inbox)
+            self._inbox.clear()
+        del self.notifies[:-MAX_KEPT_NOTIFIES]
 
     def close(self):
-        if self.closed:
-            return
         with self._lock:
+            if self.closed:
+                return
             self._closed.set()
             pg, self._pg = self._pg, None
             os.close(self._wake_w)
@@ -121,31 +132,42 @@ class TriggerConnection:
     # life cycle ------------------------------------------------------------
 
     def start(self):
-        """Connect once now; on failure, log and go on reconnecting."""
+        """Connect once now (or log why not), then read in the background."""
         try:
             self._open()
         except Exception as error:
             self._failed(error)
-            self._reconnect_in_background()
+        threading.Thread(
+            target=self._read, name=f"bus_alt_connection.{self.name}", daemon=True
+        ).start()
 
     def listen(self, statement):
         """Remember a LISTEN for every connection; run it if connected."""
         if statement not in self._listens:
             self._listens.append(statement)
-        pg = self._pg
-        if pg is None:
-            return
-        try:
-            with pg.cursor() as cr:
-                cr.execute(statement)
-        except psycopg2.Error as error:
-            if not pg.closed:
-                raise
-            self._lost(pg, error)
+        self.execute(statement)
 
-    def current(self):
-        """The psycopg2 connection while connected, else None."""
-        return self._pg
+    def execute(self, query, params=None):
+        """Run ``query`` on the connection; None when not connected."""
+        with self._lock:
+            pg = self._pg
+            if pg is None:
+                return None
+            try:
+                with pg.cursor() as cr:
+                    cr.execute(query, params)
+                    return cr.fetchall() if cr.description else []
+            except psycopg2.Error as error:
+                if not pg.closed:
+                    raise
+                self._lost(pg, error)
+                return None
+
+    @property
+    def backend_pid(self):
+        """The PostgreSQL backend's pid while connected, else None."""
+        pg = self._pg
+        return pg.get_backend_pid() if pg is not None else None
 
     def _open(self):
         pg = self._connect(
@@ -208,7 +230,6 @@ class TriggerConnection:
             self.name,
             reason,
         )
-        self._reconnect_in_background()
 
     def _failed(self, error):
         if self._down_since is None:
@@ -227,57 +248,51 @@ class TriggerConnection:
         )
         self._last_reason = reason
 
-    def _reconnect_in_background(self):
-        with self._lock:
-            if self._reconnecting or self.closed:
-                return
-            self._reconnecting = True
-        threading.Thread(
-            target=self._reconnect_loop,
-            name=f"bus_alt_connection.{self.name}.reconnect",
-            daemon=True,
-        ).start()
+    # the reader thread -----------------------------------------------------
 
-    def _reconnect_loop(self):
-        try:
-            while not self.closed:
-                delay = retry_delay(max(1, self._failures), cap=self._max_delay)
-                if self._closed.wait(delay):
-                    return
-                try:
-                    self._open()
-                except Exception as error:
-                    self._failed(error)
-                    continue
-                self._wake_runner()
-                return
-        finally:
-            self._reconnecting = False
-
-    # notifications ---------------------------------------------------------
-
-    def _poll_connection(self):
-        with self._lock:
+    def _read(self):
+        while not self.closed:
             pg = self._pg
             if pg is None:
-                return
+                self._reconnect()
+                continue
             try:
-                pg.poll()
-            except psycopg2.Error as error:
-                self._lost(pg, error)
-                return
-            self._keep_notifies(pg)
+                select.select([pg], [], [], READ_TIMEOUT)
+                with self._lock:
+                    pg.poll()
+                    arrived = self._take_notifies(pg)
+            except (psycopg2.Error, OSError, ValueError) as error:
+                if not self.closed:
+                    self._lost(pg, error)
+                continue
+            if arrived:
+                self._wake_runner()
 
-    def _keep_notifies(self, pg):
+    def _reconnect(self):
+        delay = retry_delay(max(1, self._failures), cap=self._max_delay)
+        if self._closed.wait(delay):
+            return
+        try:
+            self._open()
+        except Exception as error:
+            self._failed(error)
+            return
+        self._wake_runner()  # core's runner polls for jobs: the catch-up
+
+    def _take_notifies(self, pg):
+        """Move what arrived to the inbox; True if core should wake."""
+        arrived = False
         for notify in pg.notifies:
             if notify.payload.startswith(SELF_CHECK_PREFIX):
                 heard = self._self_checks.get(notify.payload)
                 if heard is not None:
                     heard.set()
             else:
-                self.notifies.append(notify)
+                self._inbox.append(notify)
+                arrived = True
         pg.notifies.clear()
-        del self.notifies[:-MAX_KEPT_NOTIFIES]
+        del self._inbox[:-MAX_KEPT_NOTIFIES]
+        return arrived
 
     def _wake_runner(self):
         with self._lock, contextlib.suppress(OSError):
@@ -285,8 +300,8 @@ class TriggerConnection:
                 os.write(self._wake_w, b"!")
 
     def _drain_wake_pipe(self):
-        with self._lock, contextlib.suppress(OSError):
-            while not self.closed and os.read(self._wake_r, 512):
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 512):
                 pass
 
     # self-check ------------------------------------------------------------
@@ -297,7 +312,7 @@ class TriggerConnection:
         started = time.monotonic()
         try:
             self._send_notify(CRON_CHANNEL, token)
-            self._wait_for(heard, started + self._selfcheck_timeout)
+            heard.wait(self._selfcheck_timeout)
         except Exception as error:
             _logger.warning(
                 "bus_alt_connection: cron trigger listener (%s) could not run "
@@ -318,16 +333,6 @@ class TriggerConnection:
             )
         elif not self.closed:
             self._log_deaf()
-
-    def _wait_for(self, heard, deadline):
-        while not heard.is_set() and not self.closed:
-            left = deadline - time.monotonic()
-            pg = self._pg
-            if left <= 0 or pg is None:
-                return
-            with contextlib.suppress(OSError, ValueError):
-                select.select([pg], [], [], min(left, 0.2))
-            self._poll_connection()
 
     def _log_deaf(self):
         explanation = (
@@ -362,21 +367,14 @@ class TriggerCursor:
         self._rows = []
 
     def execute(self, query, params=None):
+        self._rows = []
         if is_listen(query):
             self._cnx.listen(query)
-            self._rows = []
             return
-        pg = self._cnx.current()
-        if pg is not None:
-            try:
-                with pg.cursor() as cr:
-                    cr.execute(query, params)
-                    self._rows = cr.fetchall() if cr.description else []
-                return
-            except psycopg2.Error:
-                if not pg.closed:
-                    raise
-        self._rows = list(self._fallback_execute(query, params))
+        rows = self._cnx.execute(query, params)
+        if rows is None:
+            rows = self._fallback_execute(query, params)
+        self._rows = list(rows)
 
     def fetchone(self):
         return self._rows.pop(0) if self._rows else None

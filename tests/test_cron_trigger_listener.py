@@ -161,10 +161,10 @@ def test_lost_connection_reconnects_and_wakes_the_runner(sandbox, trigger, caplo
     connection, _ = trigger(sandbox.postgres.port)
     runner = Runner(connection)
     try:
-        backend = connection.current().get_backend_pid()
+        backend = connection.backend_pid
         sandbox.postgres.execute("SELECT pg_terminate_backend(%s)", (backend,))
         assert wait_until(lambda: connection.connects == 2), caplog.text
-        assert connection.current().get_backend_pid() != backend
+        assert connection.backend_pid != backend
         notify(sandbox, "cron_trigger", "db_after")
         assert runner.wait_for("db_after")
     finally:
@@ -180,7 +180,7 @@ def test_route_down_at_start_then_up(sandbox, trigger, caplog):
     connection, in_recovery = trigger(proxy.port)
     # core's own query was answered through db_host
     assert in_recovery is False
-    assert connection.current() is None
+    assert connection.backend_pid is None
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "cron_db_port='%d' (config cron_db_port)" % proxy.port in errors[0].message
@@ -207,6 +207,6 @@ def test_listener_is_named_in_pg_stat_activity(sandbox, trigger):
     connection, _ = trigger(sandbox.postgres.port)
     rows = sandbox.postgres.execute(
         "SELECT application_name FROM pg_stat_activity WHERE pid = %s",
-        (connection.current().get_backend_pid(),),
+        (connection.backend_pid,),
     )
     assert rows[0][0].startswith("odoo-cron-listener-")
