@@ -1,0 +1,62 @@
+"""The benchmarks run and write what the README's table is built from.
+
+Tiny runs, on the session's sandbox; no timing is asserted here: latencies
+are figures to report, not to test.
+"""
+
+import json
+
+from bench import latency
+from bench.common import machine_info, percentile, write_json
+
+CELL_KEYS = {
+    "route",
+    "rate",
+    "sent",
+    "received",
+    "lost",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "p50_ratio",
+    "p99_ratio",
+    "from_commit_sent",
+    "latencies_ms",
+}
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([7], 0.99) == 7
+    assert percentile([], 0.5) is None
+
+
+def test_latency_bench_tiny_run_writes_its_json(sandbox, tmp_path):
+    cells = latency.run(sandbox, rates=(200,), counts=20)
+    path = write_json(
+        "latency",
+        {"machine": machine_info(sandbox), "cells": cells},
+        results_dir=str(tmp_path),
+    )
+    with open(path) as handle:
+        data = json.load(handle)
+    assert data["machine"]["postgresql"]
+    assert data["machine"]["cores"] >= 1
+    assert [cell["route"] for cell in data["cells"]] == [
+        route.key for route in latency.ROUTES
+    ]
+    for cell in data["cells"]:
+        assert CELL_KEYS <= set(cell)
+        assert (cell["rate"], cell["sent"], cell["received"], cell["lost"]) == (
+            200,
+            20,
+            20,
+            0,
+        )
+        assert len(cell["latencies_ms"]) == 20
+    baseline = data["cells"][0]
+    assert baseline["route"] == latency.BASELINE
+    assert baseline["p50_ratio"] == 1.0
+    latency.report(data["cells"], data["machine"])
