@@ -265,8 +265,9 @@ def add_ratios(rows, baseline=MODES[0].key):
     return rows
 
 
-def run(sandbox, odoo, workdir, configs=CONFIGS, modes=MODES, measure_s=MEASURE_S):
+def run(sandbox, odoo, workdir, configs=CONFIGS, modes=MODES, measure_s=None):
     """Every configuration in every mode; the database must exist."""
+    measure_s = measure_s or MEASURE_S
     sandbox.add_superuser_role(SENDER_ROLE, SENDER_PASSWORD)
     rows = []
     for workers, instances in configs:
@@ -321,18 +322,21 @@ def table_rows(rows):
     ]
 
 
+TITLE = (
+    f"PostgreSQL backends of role odoo, Odoo prefork, {WEBSOCKETS} websockets, "
+    f"{HTTP_THREADS} HTTP threads,\n{NOTIFY_RATE} notifications/s "
+    f"(ratio: peak over '{MODES[0].key}' with the same workers and instances)"
+)
+FOOTNOTE = (
+    "ceiling: PgBouncer's pool size for each (database, user) pool in use, "
+    "plus one listener\nper instance; peak and median over samples taken "
+    f"every {SAMPLE_EVERY_S} s."
+)
+
+
 def report(rows, machine):
-    print_table(
-        f"PostgreSQL backends of role odoo, {WEBSOCKETS} websockets, HTTP load, "
-        f"{NOTIFY_RATE} notifications/s (ratio: peak over '{MODES[0].key}')\n"
-        f"{machine_line(machine)}",
-        TABLE_HEADER,
-        table_rows(rows),
-    )
-    say(
-        "ceiling: PgBouncer's pool size for each (database, user) pool in use, "
-        "plus one listener per instance"
-    )
+    print_table(f"{TITLE}\n{machine_line(machine)}", TABLE_HEADER, table_rows(rows))
+    say(FOOTNOTE)
 
 
 def main(argv=None):

@@ -46,6 +46,16 @@ def latency_summary(latencies_s):
     }
 
 
+def quantiles_ms(latencies_s):
+    """The 0th to 100th percentiles in milliseconds: the distribution, small
+    enough to keep in the JSON and to draw from."""
+    return [
+        round(percentile(latencies_s, step / 100) * 1000, 4)
+        for step in range(101)
+        if latencies_s
+    ]
+
+
 def ratio(value, baseline):
     """``value / baseline``, or None when either is missing or zero."""
     if value is None or not baseline:

@@ -6,8 +6,9 @@ itself, the other row Odoo with ``db_host`` on the transaction-mode PgBouncer
 and bus_alt_connection listening on the direct route. An ``odoo-bin shell``
 commits ``bus.bus._sendone`` notifications at a target rate, one transaction
 each, through the mode's ``db_host``; websocket clients subscribed to the
-channel note when each arrives. Latency: from the sender's commit (with
-core's NOTIFY after it) returned to the websocket frame read. Cells: rates
+channel note when each arrives. Latency: from the sender's commit called
+(Odoo's commit, then core's NOTIFY in a transaction of its own) to the
+websocket frame read; the JSON also has it from the commit returned. Cells: rates
 10, 100, 1,000/s with one websocket, then 10 and 50 websockets at 100/s.
 Writes ``bench/results/odoo_latency.json``.
 """
@@ -27,6 +28,7 @@ from .common import (
     machine_info,
     machine_line,
     print_table,
+    quantiles_ms,
     ratio,
     say,
     write_json,
@@ -80,12 +82,12 @@ def measure_cell(server, rate, clients, count):
 
 
 def cell_result(sender, collectors, rate, clients, count):
-    latencies, from_sent, lost = [], [], 0
+    from_sent, from_return, lost = [], [], 0
     for collector in collectors:
         for n, (sent, returned) in sender.times.items():
             if n in collector.arrivals:
-                latencies.append(collector.arrivals[n] - returned)
                 from_sent.append(collector.arrivals[n] - sent)
+                from_return.append(collector.arrivals[n] - returned)
             else:
                 lost += 1
     elapsed = getattr(sender, "elapsed", None)
@@ -96,11 +98,11 @@ def cell_result(sender, collectors, rate, clients, count):
         "committed": len(sender.times),
         "failed_commits": sender.failed,
         "achieved_rate": round(len(sender.times) / elapsed, 1) if elapsed else None,
-        "deliveries": len(latencies),
+        "deliveries": len(from_sent),
         "lost": lost,
-        **latency_summary(latencies),
-        "from_commit_sent": latency_summary(from_sent),
-        "latencies_ms": [round(value * 1000, 3) for value in latencies],
+        **latency_summary(from_sent),
+        "from_commit_returned": latency_summary(from_return),
+        "quantiles_ms": quantiles_ms(from_sent),
     }
 
 
@@ -135,9 +137,9 @@ def add_ratios(cells, baseline=MODES[0].key):
         base = bases.get((cell["rate"], cell["websockets"]), {})
         for key in ("p50_ms", "p99_ms", "max_ms"):
             cell[f"{key[:-3]}_ratio"] = ratio(cell[key], base.get(key))
-        cell["from_commit_sent"]["p50_ratio"] = ratio(
-            cell["from_commit_sent"]["p50_ms"],
-            base.get("from_commit_sent", {}).get("p50_ms"),
+        cell["from_commit_returned"]["p50_ratio"] = ratio(
+            cell["from_commit_returned"]["p50_ms"],
+            base.get("from_commit_returned", {}).get("p50_ms"),
         )
     return cells
 
@@ -165,7 +167,6 @@ TABLE_HEADER = (
     "p50 ratio",
     "p99 ratio",
     "p50 ms*",
-    "ratio*",
 )
 
 
@@ -183,8 +184,7 @@ def table_rows(cells):
             c["max_ms"],
             c["p50_ratio"],
             c["p99_ratio"],
-            c["from_commit_sent"]["p50_ms"],
-            c["from_commit_sent"]["p50_ratio"],
+            c["from_commit_returned"]["p50_ms"],
         )
         for c in cells
     ]
@@ -192,16 +192,20 @@ def table_rows(cells):
 
 def report(cells, machine):
     print_table(
-        "Notification latency through Odoo, commit returned -> websocket "
+        "Notification latency through Odoo, commit called -> websocket "
         f"(ratio: over '{MODES[0].key}' in the same cell)\n{machine_line(machine)}",
         TABLE_HEADER,
         table_rows(cells),
     )
-    say(
-        "* counted from the sender's commit called instead of returned: the "
-        "websocket can\n  hear of a notification before Odoo's commit and "
-        "core's NOTIFY transaction return."
-    )
+    say(FOOTNOTE)
+
+
+FOOTNOTE = (
+    "Counted from the sender's commit called (Odoo's commit, then core's "
+    "NOTIFY transaction)\nto the websocket frame read; * from that commit "
+    "returned, which a websocket can beat.\nachieved/s: one Odoo process "
+    "commits what it can; 1000/s is out of its reach."
+)
 
 
 def main(argv=None):

@@ -20,8 +20,8 @@ CELL_KEYS = {
     "max_ms",
     "p50_ratio",
     "p99_ratio",
-    "from_commit_sent",
-    "latencies_ms",
+    "from_commit_returned",
+    "quantiles_ms",
 }
 
 
@@ -55,7 +55,8 @@ def test_latency_bench_tiny_run_writes_its_json(sandbox, tmp_path):
             20,
             0,
         )
-        assert len(cell["latencies_ms"]) == 20
+        assert len(cell["quantiles_ms"]) == 101
+        assert cell["quantiles_ms"] == sorted(cell["quantiles_ms"])
     baseline = data["cells"][0]
     assert baseline["route"] == latency.BASELINE
     assert baseline["p50_ratio"] == 1.0
