@@ -5,8 +5,9 @@ are figures to report, not to test.
 """
 
 import json
+import os
 
-from bench import latency
+from bench import latency, run
 from bench.common import machine_info, percentile, write_json
 
 CELL_KEYS = {
@@ -61,3 +62,20 @@ def test_latency_bench_tiny_run_writes_its_json(sandbox, tmp_path):
     assert baseline["route"] == latency.BASELINE
     assert baseline["p50_ratio"] == 1.0
     latency.report(data["cells"], data["machine"])
+
+
+def test_readme_results_block_is_replaced(tmp_path):
+    readme = tmp_path / "README.rst"
+    readme.write_text(
+        "Title\n=====\n\n.. bench-results-begin\n\nold\n\n"
+        ".. bench-results-end\n\nAfter\n"
+    )
+    lines = ["2026-01-01; a machine", "", "route  p50 ms", "-----  ------"]
+    chart = os.path.join(run.REPO_ROOT, "bench", "results", "latency.png")
+    assert run.update_readme(lines, [chart], readme=str(readme))
+    text = readme.read_text()
+    assert "old" not in text
+    assert "    route  p50 ms" in text
+    assert ".. image:: bench/results/latency.png" in text
+    assert text.startswith("Title\n") and text.endswith("After\n")
+    assert run.update_readme(lines, [], readme=str(readme))  # markers kept
