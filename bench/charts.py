@@ -85,7 +85,7 @@ def odoo_latency_chart(pyplot, cells, results_dir):
         pyplot,
         groups,
         "Notification latency through Odoo to websockets, per mode (CDF)",
-        "commit called to websocket",
+        "commit to websocket",
         os.path.join(results_dir, "odoo_latency.png"),
     )
 

@@ -133,12 +133,14 @@ for n in range({count}):
     if delay > 0:
         time.sleep(delay)
     try:
+        committed = []
         with registry.cursor() as cr:
+            # runs first after the commit, right before core's NOTIFY hook
+            cr.postcommit.add(lambda: committed.append(time.monotonic()))
             api.Environment(cr, SUPERUSER_ID, {{}})["bus.bus"]._sendone(
                 {channel!r}, {kind!r}, {{"n": n}}
             )
-            sent = time.monotonic()
-        print("SENT", n, sent, time.monotonic(), flush=True)
+        print("SENT", n, committed[0], time.monotonic(), flush=True)
     except Exception as error:
         print("FAILED", n, type(error).__name__, flush=True)
 print("DONE", flush=True)
@@ -149,8 +151,10 @@ class ShellSender:
     """An ``odoo-bin shell`` that commits bus notifications at a target rate.
 
     Each notification is one transaction, committed as Odoo commits (core's
-    postcommit hook sends the NOTIFY through ``db_host``). ``times[n]`` holds
-    (commit sent, commit returned, NOTIFY included) in ``time.monotonic()``.
+    postcommit hook sends the NOTIFY through ``db_host``). ``times[n]`` holds,
+    in ``time.monotonic()``: when the transaction had committed and core's
+    NOTIFY was about to be sent (a postcommit hook of ours, added before
+    core's), and when the cursor's commit returned, the NOTIFY sent.
     It waits for :meth:`go` once Odoo's registry is loaded.
     """
 

@@ -6,9 +6,10 @@ itself, the other row Odoo with ``db_host`` on the transaction-mode PgBouncer
 and bus_alt_connection listening on the direct route. An ``odoo-bin shell``
 commits ``bus.bus._sendone`` notifications at a target rate, one transaction
 each, through the mode's ``db_host``; websocket clients subscribed to the
-channel note when each arrives. Latency: from the sender's commit called
-(Odoo's commit, then core's NOTIFY in a transaction of its own) to the
-websocket frame read; the JSON also has it from the commit returned. Cells: rates
+channel note when each arrives. Latency: from the sender's transaction
+committed, as core's postcommit hook starts the NOTIFY (a transaction of
+its own, through ``db_host``), to the websocket frame read; the JSON also
+has it from the cursor's commit returned, NOTIFY sent. Cells: rates
 10, 100, 1,000/s with one websocket, then 10 and 50 websockets at 100/s.
 Writes ``bench/results/odoo_latency.json``.
 """
@@ -84,9 +85,9 @@ def measure_cell(server, rate, clients, count):
 def cell_result(sender, collectors, rate, clients, count):
     from_sent, from_return, lost = [], [], 0
     for collector in collectors:
-        for n, (sent, returned) in sender.times.items():
+        for n, (committed, returned) in sender.times.items():
             if n in collector.arrivals:
-                from_sent.append(collector.arrivals[n] - sent)
+                from_sent.append(collector.arrivals[n] - committed)
                 from_return.append(collector.arrivals[n] - returned)
             else:
                 lost += 1
@@ -192,7 +193,7 @@ def table_rows(cells):
 
 def report(cells, machine):
     print_table(
-        "Notification latency through Odoo, commit called -> websocket "
+        "Notification latency through Odoo, commit -> websocket "
         f"(ratio: over '{MODES[0].key}' in the same cell)\n{machine_line(machine)}",
         TABLE_HEADER,
         table_rows(cells),
@@ -201,10 +202,10 @@ def report(cells, machine):
 
 
 FOOTNOTE = (
-    "Counted from the sender's commit called (Odoo's commit, then core's "
-    "NOTIFY transaction)\nto the websocket frame read; * from that commit "
-    "returned, which a websocket can beat.\nachieved/s: one Odoo process "
-    "commits what it can; 1000/s is out of its reach."
+    "Counted from the sender's transaction committed, when core's postcommit "
+    "hook starts the\nNOTIFY through db_host, to the websocket frame read; * "
+    "from the commit returned, NOTIFY\nsent, which a websocket can beat. "
+    "achieved/s: one Odoo process commits what it can."
 )
 
 

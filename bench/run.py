@@ -129,7 +129,7 @@ def tables_text(machine, results):
         out += table_lines(latency.TABLE_HEADER, latency.table_rows(results["latency"]))
         out += latency.FOOTNOTE.splitlines()
     if "odoo_latency" in results:
-        out += ["", "Notification latency through Odoo, commit called -> websocket"]
+        out += ["", "Notification latency through Odoo, commit -> websocket"]
         out += table_lines(
             odoo_latency.TABLE_HEADER,
             odoo_latency.table_rows(results["odoo_latency"]),
