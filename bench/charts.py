@@ -9,9 +9,14 @@
 
 matplotlib comes from ``bench/requirements.txt`` (``bash
 tools/setup-bench.sh``); without it, no chart is drawn and the run says so.
+``python -m bench.charts [results dir]`` draws them again from
+``summary.json``.
 """
 
+import json
+import math
 import os
+import sys
 
 from .common import RESULTS_DIR, say
 
@@ -34,10 +39,15 @@ def _cdf_panels(pyplot, groups, title, key, path):
     """One panel per group {panel title: [(line label, quantiles_ms)]}."""
     from matplotlib import ticker
 
+    columns = min(3, len(groups))
+    rows = math.ceil(len(groups) / columns)
     figure, axes = pyplot.subplots(
-        1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False
+        rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False
     )
-    for axis, (panel, lines) in zip(axes[0], groups.items(), strict=False):
+    flat = [axis for row in axes for axis in row]
+    for axis in flat[len(groups) :]:
+        axis.set_visible(False)
+    for axis, (panel, lines) in zip(flat, groups.items(), strict=False):
         for label, quantiles in lines:
             points = [
                 (q, p) for q, p in zip(quantiles, PERCENTS, strict=False) if q > 0
@@ -52,8 +62,8 @@ def _cdf_panels(pyplot, groups, title, key, path):
         axis.set_xlabel(f"latency, ms ({key})")
         axis.grid(alpha=0.3)
         axis.set_ylim(0, 100)
-    axes[0][0].set_ylabel("% of notifications")
-    axes[0][0].legend(fontsize=8, loc="lower right")
+        axis.set_ylabel("% of notifications")
+    flat[0].legend(fontsize=8, loc="lower right")
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -133,7 +143,8 @@ def backends_chart(pyplot, rows, results_dir):
     axis.set_xlabel("Odoo HTTP workers x instances")
     axis.set_ylabel("backends of role odoo (peak)")
     axis.set_title("PostgreSQL backends under load: direct vs PgBouncer + addon")
-    axis.legend(fontsize=8)
+    axis.set_ylim(0, max(r["peak"] for r in rows) * 1.35)
+    axis.legend(fontsize=8, loc="upper left")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     path = os.path.join(results_dir, "backends.png")
@@ -157,3 +168,17 @@ def draw(results, results_dir=None):
     if results.get("backends"):
         paths.append(backends_chart(pyplot, results["backends"], results_dir))
     return paths
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    results_dir = argv[0] if argv else RESULTS_DIR
+    with open(os.path.join(results_dir, "summary.json")) as handle:
+        summary = json.load(handle)
+    for path in draw(summary, results_dir):
+        say(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,6 +62,8 @@ def test_latency_bench_tiny_run_writes_its_json(sandbox, tmp_path):
     assert baseline["route"] == latency.BASELINE
     assert baseline["p50_ratio"] == 1.0
     latency.report(data["cells"], data["machine"])
+    lines = run.tables_text({**data["machine"], "duration_s": 1}, {"latency": cells})
+    assert any(line.startswith("addon ") for line in lines)
 
 
 def test_readme_results_block_is_replaced(tmp_path):
