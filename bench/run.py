@@ -15,10 +15,12 @@ benchmark at a time:
 It prints progress lines, then every table; writes ``bench/results/*.json``
 (one per benchmark and ``summary.json``), ``bench/results/tables.txt`` and
 PNG charts; with ``--update-readme`` it puts the tables and charts in
-README.rst. No figure is asserted: they are reported.
+README.rst. ``--from-results`` measures nothing and redoes the tables,
+charts and README from ``summary.json``. No figure is asserted.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -57,6 +59,11 @@ def parse_args(argv):
         "--only", nargs="+", choices=PARTS, default=list(PARTS), help="these parts"
     )
     parser.add_argument("--results-dir", default=RESULTS_DIR)
+    parser.add_argument(
+        "--from-results",
+        action="store_true",
+        help="measure nothing: tables, charts (and README) from summary.json",
+    )
     parser.add_argument(
         "--update-readme",
         action="store_true",
@@ -147,7 +154,7 @@ def tables_text(machine, results):
             recovery.TABLE_HEADER, recovery.table_rows(results["recovery"])
         )
         out += [recovery.ratio_line(results["recovery"])]
-    return out
+    return [line for text in out for line in text.split("\n")]
 
 
 def write_results(machine, results, results_dir):
@@ -166,7 +173,7 @@ def write_results(machine, results, results_dir):
 
 def readme_block(lines, chart_paths):
     block = [README_BEGIN, "", "::", ""]
-    block += [f"    {line}".rstrip() for line in lines]
+    block += [f"    {line}".rstrip() for text in lines for line in text.split("\n")]
     for path in chart_paths:
         relative = os.path.relpath(os.path.abspath(path), REPO_ROOT)
         block += ["", f".. image:: {relative}", f"   :alt: {os.path.basename(path)}"]
@@ -188,20 +195,35 @@ def update_readme(lines, chart_paths, readme=README):
     return True
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def load_results(results_dir):
+    with open(os.path.join(results_dir, "summary.json")) as handle:
+        summary = json.load(handle)
+    return summary.pop("machine"), summary
+
+
+def measure(args):
     odoo = odoo_from_environment()
     workdir = tempfile.mkdtemp(prefix="bus-alt-bench-")
     try:
         machine, results = run_parts(args, odoo, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(args.results_dir, exist_ok=True)
+    return machine, results, write_results(machine, results, args.results_dir)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.from_results:
+        machine, results = load_results(args.results_dir)
+        paths = []
+    else:
+        machine, results, paths = measure(args)
     lines = tables_text(machine, results)
     say("\n" + "\n".join(lines))
-    os.makedirs(args.results_dir, exist_ok=True)
-    paths = write_results(machine, results, args.results_dir)
     with open(os.path.join(args.results_dir, "tables.txt"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
+    paths.append(os.path.join(args.results_dir, "tables.txt"))
     chart_paths = charts.draw(results, args.results_dir)
     say("\nwritten: " + ", ".join(paths + chart_paths))
     if args.update_readme and update_readme(lines, chart_paths):
