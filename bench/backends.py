@@ -297,10 +297,18 @@ TABLE_HEADER = (
     "via PgBouncer",
     "listener",
     "other direct",
+    "pools",
     "ceiling",
     "peak ratio",
     "HTTP req/s",
 )
+
+
+def pools_cell(row):
+    """'20 x 2': PgBouncer's pool size times the pools in use; '-' direct."""
+    if "pool_size" not in row:
+        return "-"
+    return f"{row['pool_size']} x {len(row['pgbouncer_pools'])}"
 
 
 def table_rows(rows):
@@ -314,6 +322,7 @@ def table_rows(rows):
             r["peak_via_pgbouncer"],
             r["peak_listener"],
             r["peak_direct"],
+            pools_cell(r),
             r.get("ceiling"),
             r["peak_ratio"],
             r["http_requests_per_s"],
@@ -328,9 +337,9 @@ TITLE = (
     f"(ratio: peak over '{MODES[0].key}' with the same workers and instances)"
 )
 FOOTNOTE = (
-    "ceiling: PgBouncer's pool size for each (database, user) pool in use, "
-    "plus one listener\nper instance; peak and median over samples taken "
-    f"every {SAMPLE_EVERY_S} s."
+    "pools: PgBouncer's pool size x the (database, user) pools in use; "
+    "ceiling: that, plus one\nlistener per instance; peak and median over "
+    f"samples taken every {SAMPLE_EVERY_S} s."
 )
 
 
