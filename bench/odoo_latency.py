@@ -37,6 +37,7 @@ from .common import (
 from .odoo_common import (
     ADDON,
     CORE_DIRECT,
+    DBNAME,
     Collector,
     ShellSender,
     init_database,
@@ -109,8 +110,10 @@ def cell_result(sender, collectors, rate, clients, count):
     }
 
 
-def run_mode(sandbox, odoo, workdir, mode, cells):
-    server = make_server(sandbox, odoo, os.path.join(workdir, mode.key), mode)
+def run_mode(sandbox, odoo, workdir, mode, cells, dbname=DBNAME):
+    server = make_server(
+        sandbox, odoo, os.path.join(workdir, mode.key), mode, dbname=dbname
+    )
     say(f"odoo latency: {mode.key}: starting Odoo ({mode.label}) ...")
     start_server(server)
     results = []
@@ -147,11 +150,11 @@ def add_ratios(cells, baseline=MODES[0].key):
     return cells
 
 
-def run(sandbox, odoo, workdir, cells=CELLS, modes=MODES):
+def run(sandbox, odoo, workdir, cells=CELLS, modes=MODES, dbname=DBNAME):
     """Every mode over every cell; the database must exist (init_database)."""
     results = []
     for mode in modes:
-        results += run_mode(sandbox, odoo, workdir, mode, cells)
+        results += run_mode(sandbox, odoo, workdir, mode, cells, dbname)
     order = {cell: index for index, cell in enumerate((r, w) for r, w, _n in cells)}
     results.sort(key=lambda c: (order[(c["rate"], c["websockets"])]))
     return add_ratios(results, modes[0].key)

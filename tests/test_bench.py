@@ -7,7 +7,7 @@ are figures to report, not to test.
 import json
 import os
 
-from bench import latency, run
+from bench import latency, odoo_latency, run
 from bench.common import machine_info, percentile, write_json
 
 CELL_KEYS = {
@@ -81,3 +81,18 @@ def test_readme_results_block_is_replaced(tmp_path):
     assert ".. image:: bench/results/latency.png" in text
     assert text.startswith("Title\n") and text.endswith("After\n")
     assert run.update_readme(lines, [], readme=str(readme))  # markers kept
+
+
+def test_odoo_latency_bench_tiny_run(sandbox, odoo_tree, odoo_database, odoo_workdir):
+    """Both modes deliver every notification to every websocket (real Odoo)."""
+    cells = odoo_latency.run(
+        sandbox,
+        odoo_tree,
+        os.path.join(odoo_workdir, "bench"),
+        cells=((20, 2, 10),),
+        dbname=odoo_database,
+    )
+    assert [cell["mode"] for cell in cells] == [m.key for m in odoo_latency.MODES]
+    for cell in cells:
+        assert (cell["committed"], cell["deliveries"], cell["lost"]) == (10, 20, 0)
+        assert len(cell["quantiles_ms"]) == 101
