@@ -1,6 +1,6 @@
 """Fault benchmark: recovery after a PostgreSQL restart, addon vs core.
 
-Not a test: it prints a table (and writes bench/results/recovery.json).
+Not a test: it prints a table and writes bench/results/recovery.json.
 Both setups run in the same run on the same machine:
 
 * core: Odoo without the addon, ``db_host`` on PostgreSQL itself (the only
@@ -21,7 +21,6 @@ Needs ODOO_PATH and ODOO_PYTHON (a real Odoo tree); about 3 minutes.
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -33,8 +32,14 @@ import time
 from tools.odoo_harness import BusClient, OdooServer, odoo_from_environment, odoo_series
 from tools.pg_sandbox import Sandbox
 
+from . import common
+from .common import machine_info, say, write_json
+from .odoo_common import init_database
+
 NOTIFICATION = "bus_alt_bench"
 LATE = 5.0
+#: seconds observed after the restart; core sleeps 50 s after a lost listener
+OBSERVE_S = 70.0
 SENDER = """
 import time
 from odoo import api, SUPERUSER_ID
@@ -52,10 +57,6 @@ while time.monotonic() < deadline:
         print("FAILED", type(error).__name__, flush=True)
     time.sleep({interval})
 """
-
-
-def say(text):
-    print(text, flush=True)
 
 
 def start_sender(server, channel, duration, interval=0.25):
@@ -158,49 +159,84 @@ def run_setup(label, sandbox, odoo, workdir, dbname, observe, with_addon):
         server.stop()
 
 
-def print_table(series, rows):
-    say(
-        f"\nRecovery after a PostgreSQL restart, Odoo {series} (same run, same machine)"
-    )
-    header = (
-        "setup",
-        "first commit (s)",
-        "first delivery (s)",
-        "sent after",
-        f"late >{LATE:.0f}s",
-        "lost",
-    )
-    table = [header] + [
+TABLE_HEADER = (
+    "setup",
+    "first commit (s)",
+    "first delivery (s)",
+    "sent after",
+    f"late >{LATE:.0f}s",
+    "lost",
+)
+
+
+def _seconds(value):
+    return "none" if value is None else f"{value:.2f}"
+
+
+def table_rows(rows):
+    return [
         (
             label,
-            "none" if r["first_commit_s"] is None else f"{r['first_commit_s']:.2f}",
-            "none" if r["first_delivery_s"] is None else f"{r['first_delivery_s']:.2f}",
-            str(r["sent_after_restart"]),
-            str(r["late"]),
-            str(r["lost"]),
+            _seconds(r["first_commit_s"]),
+            _seconds(r["first_delivery_s"]),
+            r["sent_after_restart"],
+            r["late"],
+            r["lost"],
         )
         for label, r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for index, row in enumerate(table):
-        say(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=False)
-            )
-        )
-        if index == 0:
-            say("  ".join("-" * width for width in widths))
+
+
+def ratio_line(rows):
+    ratio = first_delivery_ratio(rows)
+    if ratio is None:
+        return "no ratio: a setup delivered nothing within the observation time"
+    return f"addon / core time to first delivery: {ratio:.3f}"
+
+
+def print_table(series, rows):
+    common.print_table(
+        f"Recovery after a PostgreSQL restart, Odoo {series} (same run, same machine)",
+        TABLE_HEADER,
+        table_rows(rows),
+    )
+    say(f"\n{ratio_line(rows)}")
+
+
+def first_delivery_ratio(rows):
     core, addon = rows[0][1], rows[1][1]
     if core["first_delivery_s"] and addon["first_delivery_s"] is not None:
-        ratio = addon["first_delivery_s"] / core["first_delivery_s"]
-        say(f"\naddon / core time to first delivery: {ratio:.3f}")
-    else:
-        say("\nno ratio: a setup delivered nothing within the observation time")
+        return addon["first_delivery_s"] / core["first_delivery_s"]
+    return None
+
+
+def run(sandbox, odoo, workdir, dbname, observe=OBSERVE_S):
+    """Core, then the addon; the database must exist. [(label, figures)]."""
+    return [
+        (
+            "core (db_host direct)",
+            run_setup("core", sandbox, odoo, workdir, dbname, observe, False),
+        ),
+        (
+            "addon (behind PgBouncer)",
+            run_setup("addon", sandbox, odoo, workdir, dbname, observe, True),
+        ),
+    ]
+
+
+def result_data(series, rows, machine=None):
+    return {
+        "odoo": series,
+        "machine": machine,
+        "rows": dict(rows),
+        "first_delivery_ratio": first_delivery_ratio(rows),
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--observe", type=float, default=70.0)
+    parser.add_argument("--observe", type=float, default=OBSERVE_S)
+    parser.add_argument("--results-dir", help="where to write recovery.json")
     args = parser.parse_args(argv)
     odoo = odoo_from_environment()
     if odoo is None:
@@ -209,35 +245,17 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="bus-alt-bench-")
     try:
         with Sandbox() as sandbox:
-            dbname = "bus_bench"
-            say("creating the database ...")
-            OdooServer(
-                *odoo,
-                os.path.join(workdir, "init"),
-                dbname,
-                sandbox.postgres.odoo_params(),
-                with_addon=False,
-            ).init_database()
-            rows = [
-                (
-                    "core (db_host direct)",
-                    run_setup(
-                        "core", sandbox, odoo, workdir, dbname, args.observe, False
-                    ),
-                ),
-                (
-                    "addon (behind PgBouncer)",
-                    run_setup(
-                        "addon", sandbox, odoo, workdir, dbname, args.observe, True
-                    ),
-                ),
-            ]
+            machine = machine_info(sandbox, odoo_series(odoo[0]))
+            dbname = init_database(sandbox, odoo, workdir)
+            rows = run(sandbox, odoo, workdir, dbname, args.observe)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print_table(odoo_series(odoo[0]), rows)
-    os.makedirs("bench/results", exist_ok=True)
-    with open("bench/results/recovery.json", "w") as handle:
-        json.dump({"odoo": odoo_series(odoo[0]), "rows": dict(rows)}, handle, indent=2)
+    series = odoo_series(odoo[0])
+    print_table(series, rows)
+    path = write_json(
+        "recovery", result_data(series, rows, machine), results_dir=args.results_dir
+    )
+    say(f"\nwritten: {path}")
     return 0
 
 

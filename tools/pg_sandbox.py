@@ -346,6 +346,23 @@ class PgBouncer:
         finally:
             conn.close()
 
+    def add_user(self, name, password):
+        """Let ``name`` log in through PgBouncer too (auth_file, RELOAD)."""
+        with open(os.path.join(self.workdir, "userlist.txt"), "a") as handle:
+            handle.write(f'"{name}" "{password}"\n')
+        self._admin("RELOAD")
+
+    def pools(self):
+        """PgBouncer's SHOW POOLS, one dict per (database, user) pool."""
+        return self._admin("SHOW POOLS")
+
+    def config_value(self, key):
+        """A setting of the running PgBouncer (SHOW CONFIG), as a string."""
+        for row in self._admin("SHOW CONFIG"):
+            if row["key"] == key:
+                return row["value"]
+        return None
+
     def server_local_ports(self):
         """Local TCP ports of PgBouncer's connections to PostgreSQL.
 
@@ -386,6 +403,15 @@ class Sandbox:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def add_superuser_role(self, name, password):
+        """A second superuser, on PostgreSQL and PgBouncer (the benchmarks'
+        sender, kept apart from the ``odoo`` role whose backends they count).
+        """
+        self.postgres.execute(
+            f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD %s", (password,)
+        )
+        self.pgbouncer.add_user(name, password)
 
     def __exit__(self, *exc_info):
         if self.pgbouncer is not None:

@@ -1,0 +1,25 @@
+# Shortcuts; the README's commands work without make.
+#   make bench         the benchmark suite (add ODOO_PATH=... ODOO_PYTHON=...
+#                      for the real-Odoo parts); writes bench/results/ and
+#                      the README's results section
+#   make bench-quick   a short run, to try it out (README left alone)
+#   make test          the test-suite (bash tools/run-tests.sh)
+#   make demo          the demo (bash tools/run-demo.sh)
+PYTHON ?= .venv/bin/python
+
+.PHONY: bench bench-quick setup-bench test demo
+
+setup-bench:
+	bash tools/setup-bench.sh
+
+bench: setup-bench
+	$(PYTHON) -m bench.run --update-readme
+
+bench-quick: setup-bench
+	$(PYTHON) -m bench.run --quick --results-dir /tmp/bus-alt-bench-quick
+
+test:
+	bash tools/run-tests.sh
+
+demo:
+	bash tools/run-demo.sh
