@@ -2,6 +2,7 @@
 
 * ``latency.png``: the latency distribution (CDF) per route, one panel per
   rate, without Odoo;
+* ``poll_latency.png``: the same for poll mode against listen mode;
 * ``odoo_latency.png``: the same through Odoo to websockets, one panel per
   cell (rate, websockets);
 * ``backends.png``: PostgreSQL backends at peak per configuration (workers x
@@ -153,6 +154,21 @@ def backends_chart(pyplot, rows, results_dir):
     return path
 
 
+def poll_latency_chart(pyplot, cells, results_dir):
+    groups = {}
+    for cell in cells:
+        groups.setdefault(f"{cell['rate']}/s", []).append(
+            (cell["mode"], cell["quantiles_ms"])
+        )
+    return _cdf_panels(
+        pyplot,
+        groups,
+        "Poll mode (250 ms) against listen mode, without Odoo",
+        "COMMIT sent -> read",
+        os.path.join(results_dir, "poll_latency.png"),
+    )
+
+
 def draw(results, results_dir=None):
     """Draw what ``results`` holds; the paths of the PNGs written."""
     results_dir = results_dir or RESULTS_DIR
@@ -163,6 +179,8 @@ def draw(results, results_dir=None):
     paths = []
     if results.get("latency"):
         paths.append(latency_chart(pyplot, results["latency"], results_dir))
+    if results.get("poll_latency"):
+        paths.append(poll_latency_chart(pyplot, results["poll_latency"], results_dir))
     if results.get("odoo_latency"):
         paths.append(odoo_latency_chart(pyplot, results["odoo_latency"], results_dir))
     if results.get("backends"):

@@ -16,7 +16,6 @@ database clock when it starts. Needs ODOO_PATH and ODOO_PYTHON; about
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,12 +27,10 @@ from tools.cron_probe import install_probe_cron, last_run_id, trigger, wait_for_
 from tools.odoo_harness import OdooServer, odoo_from_environment, odoo_series
 from tools.pg_sandbox import Sandbox
 
+from .common import print_table, say, write_json
+
 #: Core's polling round is 60 s plus the runner's number; wait past it.
 WAIT = 100
-
-
-def say(text):
-    print(text, flush=True)
 
 
 def setups(sandbox):
@@ -97,31 +94,37 @@ def summary(delays):
     }
 
 
-def print_table(series, rows):
-    say(f"\nCron trigger to job start, Odoo {series} (same run, same machine)")
+def run(sandbox, odoo, workdir, dbname, triggers=3):
+    """Every setup in turn on ``dbname``; [(label, summary)]."""
+    all_setups, direct_route = setups(sandbox)
+    return [
+        (
+            setup[0],
+            summary(
+                run_setup(sandbox, odoo, workdir, dbname, setup, direct_route, triggers)
+            ),
+        )
+        for setup in all_setups
+    ]
+
+
+TABLE_HEADER = ("setup", "started", "median (s)", "max (s)", "median / baseline")
+
+
+def table_rows(rows):
     baseline = rows[0][1]["median_s"]
-    header = ("setup", "started", "median (s)", "max (s)", "median / baseline")
-    table = [header]
-    for label, row in rows:
-        ratio = (
+    return [
+        (
+            label,
+            f"{row['started']}/{row['triggers']}",
+            "-" if row["median_s"] is None else f"{row['median_s']:.2f}",
+            "-" if row["max_s"] is None else f"{row['max_s']:.2f}",
             f"{row['median_s'] / baseline:.1f}"
             if baseline and row["median_s"] is not None
-            else "-"
+            else "-",
         )
-        table.append(
-            (
-                label,
-                f"{row['started']}/{row['triggers']}",
-                "-" if row["median_s"] is None else f"{row['median_s']:.2f}",
-                "-" if row["max_s"] is None else f"{row['max_s']:.2f}",
-                ratio,
-            )
-        )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for index, row in enumerate(table):
-        say("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)))
-        if index == 0:
-            say("  ".join("-" * w for w in widths))
+        for label, row in rows
+    ]
 
 
 def main(argv=None):
@@ -144,31 +147,16 @@ def main(argv=None):
                 sandbox.postgres.odoo_params(),
                 with_addon=False,
             ).init_database()
-            all_setups, direct_route = setups(sandbox)
-            rows = [
-                (
-                    setup[0],
-                    summary(
-                        run_setup(
-                            sandbox,
-                            odoo,
-                            workdir,
-                            dbname,
-                            setup,
-                            direct_route,
-                            args.triggers,
-                        )
-                    ),
-                )
-                for setup in all_setups
-            ]
+            rows = run(sandbox, odoo, workdir, dbname, args.triggers)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     series = odoo_series(odoo[0])
-    print_table(series, rows)
-    os.makedirs("bench/results", exist_ok=True)
-    with open("bench/results/cron_trigger.json", "w") as handle:
-        json.dump({"odoo": series, "rows": dict(rows)}, handle, indent=2)
+    print_table(
+        f"Cron trigger to job start, Odoo {series} (same run, same machine)",
+        TABLE_HEADER,
+        table_rows(rows),
+    )
+    write_json("cron_trigger", {"odoo": series, "rows": dict(rows)})
     return 0
 
 

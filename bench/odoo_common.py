@@ -59,6 +59,15 @@ ADDON = OdooMode(
     True,
     listener_via="postgres",
 )
+POLL = OdooMode(
+    "poll",
+    "addon in poll mode, db_host = PgBouncer, no direct route",
+    "pgbouncer",
+    True,
+    options={"imdispatcher_mode": "poll", "imdispatcher_poll_interval": 250},
+)
+#: what the dispatcher logs once it waits for notifications
+DISPATCHER_READY = r"Bus\.loop listen imbus|bus poller started"
 
 
 def db_params(sandbox, via, superuser=False):
@@ -111,8 +120,8 @@ def start_server(server, timeout=180):
     server.start(timeout=timeout)
     client = BusClient(server.websocket_url(), "bench_warmup")
     try:
-        if not server.wait_for_log(r"Bus\.loop listen imbus", timeout=60):
-            say("  (no 'Bus.loop listen imbus' line in the log after 60 s)")
+        if not server.wait_for_log(DISPATCHER_READY, timeout=60):
+            say("  (the dispatcher logged neither LISTEN nor polling in 60 s)")
     finally:
         client.close()
     return server

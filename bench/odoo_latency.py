@@ -38,6 +38,7 @@ from .odoo_common import (
     ADDON,
     CORE_DIRECT,
     DBNAME,
+    POLL,
     Collector,
     ShellSender,
     init_database,
@@ -46,7 +47,7 @@ from .odoo_common import (
 )
 
 #: the rows; the first is the baseline. Add a mode here to add a row.
-MODES = (CORE_DIRECT, ADDON)
+MODES = (CORE_DIRECT, ADDON, POLL)
 #: (notifications per second, websocket clients, notifications). More
 #: websockets at 10/s: a rate both modes reach with 50 clients on 2 cores,
 #: so that both rows carry the same load.

@@ -4,13 +4,15 @@
 transaction-mode PgBouncer, and runs:
 
 1. notification latency without Odoo (bench/latency.py), always;
+2. poll mode against listen mode without Odoo (bench/poll_latency.py), always;
 
 and, when ``ODOO_PATH`` and ``ODOO_PYTHON`` name a real Odoo tree, one Odoo
 benchmark at a time:
 
-2. notification latency through Odoo to websockets (bench/odoo_latency.py);
-3. PostgreSQL backends under prefork load (bench/backends.py);
-4. recovery after a PostgreSQL restart (bench/recovery.py).
+3. notification latency through Odoo to websockets (bench/odoo_latency.py);
+4. PostgreSQL backends under prefork load (bench/backends.py);
+5. cron trigger to job start (bench/cron_trigger.py);
+6. recovery after a PostgreSQL restart (bench/recovery.py).
 
 It prints progress lines, then every table; writes ``bench/results/*.json``
 (one per benchmark and ``summary.json``), ``bench/results/tables.txt`` and
@@ -31,7 +33,15 @@ import time
 from tools.odoo_harness import odoo_from_environment, odoo_series
 from tools.pg_sandbox import Sandbox
 
-from . import backends, charts, latency, odoo_latency, recovery
+from . import (
+    backends,
+    charts,
+    cron_trigger,
+    latency,
+    odoo_latency,
+    poll_latency,
+    recovery,
+)
 from .common import (
     RESULTS_DIR,
     machine_info,
@@ -42,7 +52,17 @@ from .common import (
 )
 from .odoo_common import init_database
 
-PARTS = ("latency", "odoo_latency", "backends", "recovery")
+PARTS = (
+    "latency",
+    "poll_latency",
+    "odoo_latency",
+    "backends",
+    "cron_trigger",
+    "recovery",
+)
+#: the parts that need no Odoo
+PLAIN_PARTS = ("latency", "poll_latency")
+QUICK_CRON_TRIGGERS = 1
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO_ROOT, "README.rst")
 README_BEGIN = ".. bench-results-begin"
@@ -87,9 +107,9 @@ class Steps:
 
 def run_parts(args, odoo, workdir):
     """Run the parts asked for; (machine, {part: results})."""
-    parts = [p for p in args.only if p == "latency" or odoo]
+    parts = [p for p in args.only if p in PLAIN_PARTS or odoo]
     if odoo is None and parts != args.only:
-        say("ODOO_PATH/ODOO_PYTHON not set: only the latency without Odoo runs")
+        say("ODOO_PATH/ODOO_PYTHON not set: only the parts without Odoo run")
     steps, results = Steps(parts), {}
     with Sandbox() as sandbox:
         machine = machine_info(sandbox, odoo and odoo_series(odoo[0]))
@@ -98,7 +118,11 @@ def run_parts(args, odoo, workdir):
             steps.begin("latency")
             counts = latency.QUICK_COUNTS if args.quick else latency.COUNTS
             results["latency"] = latency.run(sandbox, counts=counts)
-        if odoo and set(parts) - {"latency"}:
+        if "poll_latency" in parts:
+            steps.begin("poll_latency")
+            counts = poll_latency.QUICK_COUNTS if args.quick else poll_latency.COUNTS
+            results["poll_latency"] = poll_latency.run(sandbox, counts=counts)
+        if odoo and set(parts) - set(PLAIN_PARTS):
             dbname = init_database(sandbox, odoo, workdir)
         if "odoo_latency" in parts:
             steps.begin("odoo_latency")
@@ -114,6 +138,15 @@ def run_parts(args, odoo, workdir):
                 os.path.join(workdir, "backends"),
                 backends.QUICK_CONFIGS if args.quick else backends.CONFIGS,
                 measure_s=backends.QUICK_MEASURE_S if args.quick else None,
+            )
+        if "cron_trigger" in parts:
+            steps.begin("cron_trigger")
+            results["cron_trigger"] = cron_trigger.run(
+                sandbox,
+                odoo,
+                os.path.join(workdir, "cron"),
+                dbname,
+                QUICK_CRON_TRIGGERS if args.quick else 3,
             )
         if "recovery" in parts:  # last: it stops and starts PostgreSQL
             steps.begin("recovery")
@@ -142,12 +175,25 @@ def tables_text(machine, results):
             odoo_latency.table_rows(results["odoo_latency"]),
         )
         out += odoo_latency.FOOTNOTE.splitlines()
+    if "poll_latency" in results:
+        out += ["", "Poll mode against listen mode, without Odoo"]
+        out += table_lines(
+            poll_latency.TABLE_HEADER,
+            poll_latency.table_rows(results["poll_latency"]),
+        )
+        out += poll_latency.FOOTNOTE.splitlines()
     if "backends" in results:
         out += ["", backends.TITLE]
         out += table_lines(
             backends.TABLE_HEADER, backends.table_rows(results["backends"])
         )
         out += backends.FOOTNOTE.splitlines()
+    if "cron_trigger" in results:
+        out += ["", "Cron trigger to job start (threaded Odoo, one cron thread)"]
+        out += table_lines(
+            cron_trigger.TABLE_HEADER,
+            cron_trigger.table_rows(results["cron_trigger"]),
+        )
     if "recovery" in results:
         out += ["", "Recovery after a PostgreSQL restart"]
         out += table_lines(

@@ -7,7 +7,7 @@ are figures to report, not to test.
 import json
 import os
 
-from bench import latency, odoo_latency, run
+from bench import latency, odoo_latency, poll_latency, run
 from bench.common import machine_info, percentile, write_json
 
 CELL_KEYS = {
@@ -96,3 +96,24 @@ def test_odoo_latency_bench_tiny_run(sandbox, odoo_tree, odoo_database, odoo_wor
     for cell in cells:
         assert (cell["committed"], cell["deliveries"], cell["lost"]) == (10, 20, 0)
         assert len(cell["quantiles_ms"]) == 101
+
+
+def test_poll_latency_tiny_run_delivers_every_row_once(sandbox):
+    cells = poll_latency.run(sandbox, rates=(100,), counts=20, interval_ms=50)
+    assert [cell["mode"] for cell in cells] == ["listen", "poll"]
+    for cell in cells:
+        assert (cell["sent"], cell["received"], cell["lost"], cell["twice"]) == (
+            20,
+            20,
+            0,
+            0,
+        )
+        assert len(cell["quantiles_ms"]) == 101
+    listen, poll = cells
+    assert listen["queries_per_s"] == 0
+    assert poll["queries_per_s"] > 0
+    assert poll["target_p50_ms"] == 45
+    lines = run.tables_text(
+        {**machine_info(sandbox), "duration_s": 1}, {"poll_latency": cells}
+    )
+    assert any(line.startswith("poll ") for line in lines)
