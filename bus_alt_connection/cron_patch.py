@@ -47,9 +47,11 @@ def runner_name():
 class TriggerConnectionFactory:
     """Stands for core's ``Connection`` object: ``cursor()`` is all it needs."""
 
-    def __init__(self, route, settings, original_db_connect):
+    def __init__(self, route, settings, original_db_connect, mode=None):
         self._route = route
         self._settings = settings
+        auto = mode is not None and mode.configured == "auto"
+        self._deaf_level = logging.WARNING if auto else logging.ERROR
         self._db_connect = original_db_connect
 
     def cursor(self):
@@ -60,6 +62,7 @@ class TriggerConnectionFactory:
             explain_deafness=self._explain_deafness,
             selfcheck_timeout=self._settings["selfcheck_timeout"],
             max_delay=self._settings["reconnect_max_delay"],
+            deaf_level=self._deaf_level,
         )
         connection.start()
         return TriggerCursor(connection, self._execute_through_db_host)
@@ -125,5 +128,5 @@ def install(settings, mode=None):
             mode.configured if mode is not None else "listen",
         )
         return
-    factory = TriggerConnectionFactory(route, settings, sql_db.db_connect)
+    factory = TriggerConnectionFactory(route, settings, sql_db.db_connect, mode)
     sql_db.db_connect = _patched_db_connect(sql_db.db_connect, factory)

@@ -76,8 +76,12 @@ class TriggerConnection:
         connect=psycopg2.connect,
         selfcheck_timeout=SELF_CHECK_TIMEOUT,
         max_delay=MAX_RETRY_DELAY,
+        deaf_level=logging.ERROR,
     ):
+        """:param deaf_level: how a failed self-check is logged (WARNING when
+        a deaf route is expected to happen, in imdispatcher_mode auto)"""
         self.route = route
+        self._deaf_level = deaf_level
         self.name = name
         self._send_notify = send_notify
         self._explain_deafness = explain_deafness
@@ -338,7 +342,8 @@ class TriggerConnection:
         explanation = (
             self._explain_deafness() if self._explain_deafness is not None else ""
         )
-        _logger.error(
+        _logger.log(
+            self._deaf_level,
             "bus_alt_connection: cron trigger listener (%s) on %s did not "
             "receive a NOTIFY sent through db_host within %.0f s: %s. "
             "Triggered cron jobs wait for core's polling round (about a "

@@ -363,7 +363,7 @@ class ListenerSupervisor:
             level = logging.WARNING if self.state.connects else logging.ERROR
             _logger.log(
                 level,
-                "bus_alt_connection: %s cannot connect: %s; " "retrying in %.1f s.",
+                "bus_alt_connection: %s cannot connect: %s; retrying in %.1f s.",
                 subject,
                 reason,
                 delay,

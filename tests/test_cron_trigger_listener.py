@@ -95,7 +95,7 @@ def trigger(sandbox):
     """Factory: (connection, cursor) on a route, LISTEN done as core does."""
     made = []
 
-    def make(port, timeout=3.0):
+    def make(port, timeout=3.0, **options):
         connection = TriggerConnection(
             cron_route(sandbox, port),
             "cron-test",
@@ -103,6 +103,7 @@ def trigger(sandbox):
             explain_deafness=lambda: "explained",
             selfcheck_timeout=timeout,
             max_delay=1.0,
+            **options,
         )
         connection.start()
         cursor = TriggerCursor(connection, through_pgbouncer(sandbox))
@@ -154,6 +155,17 @@ def test_route_through_transaction_pooler_fails_the_self_check(
     assert len(errors) == 1
     assert "did not receive a NOTIFY sent through db_host" in errors[0].message
     assert "explained" in errors[0].message
+
+
+def test_deaf_route_is_a_warning_when_expected(sandbox, trigger, caplog):
+    """imdispatcher_mode = auto: a deaf route is a case the bus handles."""
+    caplog.set_level(logging.INFO, LOGGER)
+    connection, _ = trigger(
+        sandbox.pgbouncer.port, timeout=1.0, deaf_level=logging.WARNING
+    )
+    assert wait_until(lambda: connection.heard_self_check is not None)
+    levels = [r.levelno for r in caplog.records if "did not receive" in r.message]
+    assert levels == [logging.WARNING]
 
 
 def test_lost_connection_reconnects_and_wakes_the_runner(sandbox, trigger, caplog):
