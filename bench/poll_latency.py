@@ -24,7 +24,6 @@ interval / 2 + 20 ms.
 import argparse
 import json
 import multiprocessing
-import os
 import select
 import sys
 import time
