@@ -28,6 +28,7 @@ from tools.odoo_harness import OdooServer, odoo_from_environment, odoo_series
 from tools.pg_sandbox import Sandbox
 
 from .common import print_table, say, write_json
+from .odoo_common import init_database
 
 #: Core's polling round is 60 s plus the runner's number; wait past it.
 WAIT = 100
@@ -138,15 +139,7 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="bus-alt-bench-cron-")
     try:
         with Sandbox() as sandbox:
-            dbname = "cron_bench"
-            say("creating the database ...")
-            OdooServer(
-                *odoo,
-                os.path.join(workdir, "init"),
-                dbname,
-                sandbox.postgres.odoo_params(),
-                with_addon=False,
-            ).init_database()
+            dbname = init_database(sandbox, odoo, workdir, "cron_bench")
             rows = run(sandbox, odoo, workdir, dbname, args.triggers)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -267,26 +267,16 @@ class ListenerSupervisor:
                 self.mode.configured,
                 ", switched from LISTEN" if self.mode.configured == "auto" else "",
             )
-        state.connected = True
-        state.connected_since = now
-        state.down_since = None
         state.last_poll_at = now
-        state.connects += 1
-        self._consecutive_failures = 0
-        self._last_logged_reason = None
+        self._mark_up(now)
 
     def _on_poll_failure(self, error, describe, was_polling):
-        state = self.state
-        state.connected = False
-        if state.down_since is None:
-            state.down_since = self._clock()
-        state.failed_attempts += 1
-        self._consecutive_failures += 1
+        self._mark_down()
         reason = (
             f"{first_line(error)} [db_host {describe}]; check that db_host, "
             "db_port, db_user and db_password reach the databases"
         )
-        state.last_error = reason
+        self.state.last_error = reason
         delay = retry_delay(self._consecutive_failures, self._rng, cap=self._max_delay)
         self._log_failure(error, reason, was_polling, delay, subject="bus poller")
         return delay
@@ -313,6 +303,10 @@ class ListenerSupervisor:
                 route.source("user"),
                 f" after {down_for:.1f} s of failed attempts" if down_for else "",
             )
+        self._mark_up(now)
+
+    def _mark_up(self, now):
+        state = self.state
         state.connected = True
         state.connected_since = now
         state.down_since = None
@@ -320,17 +314,20 @@ class ListenerSupervisor:
         self._consecutive_failures = 0
         self._last_logged_reason = None
 
-    def _on_failure(self, route, error, was_listening):
-        if self.watch is not None:
-            self.watch.listener_lost()
+    def _mark_down(self):
         state = self.state
         state.connected = False
         if state.down_since is None:
             state.down_since = self._clock()
         state.failed_attempts += 1
         self._consecutive_failures += 1
+
+    def _on_failure(self, route, error, was_listening):
+        if self.watch is not None:
+            self.watch.listener_lost()
+        self._mark_down()
         _options, reason = diagnose_connection_error(error, route)
-        state.last_error = reason
+        self.state.last_error = reason
         delay = retry_delay(self._consecutive_failures, self._rng, cap=self._max_delay)
         self._log_failure(error, reason, was_listening, delay)
         return delay
