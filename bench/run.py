@@ -168,13 +168,6 @@ def tables_text(machine, results):
         out += ["", "Notification latency without Odoo, COMMIT sent -> listener"]
         out += table_lines(latency.TABLE_HEADER, latency.table_rows(results["latency"]))
         out += latency.FOOTNOTE.splitlines()
-    if "odoo_latency" in results:
-        out += ["", "Notification latency through Odoo, commit -> websocket"]
-        out += table_lines(
-            odoo_latency.TABLE_HEADER,
-            odoo_latency.table_rows(results["odoo_latency"]),
-        )
-        out += odoo_latency.FOOTNOTE.splitlines()
     if "poll_latency" in results:
         out += ["", "Poll mode against listen mode, without Odoo"]
         out += table_lines(
@@ -182,6 +175,13 @@ def tables_text(machine, results):
             poll_latency.table_rows(results["poll_latency"]),
         )
         out += poll_latency.FOOTNOTE.splitlines()
+    if "odoo_latency" in results:
+        out += ["", "Notification latency through Odoo, commit -> websocket"]
+        out += table_lines(
+            odoo_latency.TABLE_HEADER,
+            odoo_latency.table_rows(results["odoo_latency"]),
+        )
+        out += odoo_latency.FOOTNOTE.splitlines()
     if "backends" in results:
         out += ["", backends.TITLE]
         out += table_lines(
