@@ -8,6 +8,7 @@ worker (job transactions, the database list, the bus NOTIFY a job sends)
 keeps Odoo's ``db_*`` route.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -17,8 +18,8 @@ from odoo import sql_db
 from odoo.service import server
 from odoo.tools import config
 
-from .cron_trigger_listener import TriggerConnection, TriggerCursor
-from .dispatcher_patch import explain_deafness
+from .cron_trigger_listener import CRON_CHANNEL, TriggerConnection, TriggerCursor
+from .dispatcher_patch import explain_deafness, notify_through_db_host
 from .listener_route import (
     BUS_DATABASE,
     RouteConfigError,
@@ -58,8 +59,8 @@ class TriggerConnectionFactory:
         connection = TriggerConnection(
             self._route,
             runner_name(),
-            send_notify=self._notify_through_db_host,
-            explain_deafness=self._explain_deafness,
+            send_notify=functools.partial(notify_through_db_host, channel=CRON_CHANNEL),
+            explain_deafness=functools.partial(explain_deafness, self._route),
             selfcheck_timeout=self._settings["selfcheck_timeout"],
             max_delay=self._settings["reconnect_max_delay"],
             deaf_level=self._deaf_level,
@@ -71,13 +72,6 @@ class TriggerConnectionFactory:
         with self._db_connect(BUS_DATABASE).cursor() as cr:
             cr.execute(query, params)
             return cr.fetchall() if cr.description else []
-
-    def _notify_through_db_host(self, channel, payload):
-        with self._db_connect(BUS_DATABASE).cursor() as cr:
-            cr.execute("SELECT pg_notify(%s, %s)", (channel, payload))
-
-    def _explain_deafness(self):
-        return explain_deafness(self._route)
 
 
 def _patched_db_connect(original, factory):

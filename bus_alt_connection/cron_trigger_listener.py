@@ -78,7 +78,9 @@ class TriggerConnection:
         max_delay=MAX_RETRY_DELAY,
         deaf_level=logging.ERROR,
     ):
-        """:param deaf_level: how a failed self-check is logged (WARNING when
+        """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
+            ``cron_trigger`` through Odoo's own route (the self-check)
+        :param deaf_level: how a failed self-check is logged (WARNING when
         a deaf route is expected to happen, in imdispatcher_mode auto)"""
         self.route = route
         self._deaf_level = deaf_level
@@ -315,7 +317,7 @@ class TriggerConnection:
         heard = self._self_checks[token] = threading.Event()
         started = time.monotonic()
         try:
-            self._send_notify(CRON_CHANNEL, token)
+            self._send_notify(token)
             heard.wait(self._selfcheck_timeout)
         except Exception as error:
             _logger.warning(

@@ -161,10 +161,11 @@ def wake_all_websockets(dispatcher):
             websocket.trigger_notification_dispatching()
 
 
-def notify_through_db_host(payload):
-    """NOTIFY the bus channel the way core does, on Odoo's own route."""
+def notify_through_db_host(payload, channel="imbus"):
+    """NOTIFY ``channel`` (the bus's, by default) the way core does, on
+    Odoo's own route."""
     with sql_db.db_connect(BUS_DATABASE).cursor() as cr:
-        cr.execute(NOTIFY_SQL, ("imbus", payload))
+        cr.execute(NOTIFY_SQL, (channel, payload))
 
 
 def explain_deafness(route):

@@ -99,7 +99,7 @@ def trigger(sandbox):
         connection = TriggerConnection(
             cron_route(sandbox, port),
             "cron-test",
-            send_notify=lambda channel, payload: notify(sandbox, channel, payload),
+            send_notify=lambda payload: notify(sandbox, "cron_trigger", payload),
             explain_deafness=lambda: "explained",
             selfcheck_timeout=timeout,
             max_delay=1.0,
