@@ -24,7 +24,7 @@ interval / 2 + 20 ms.
 import argparse
 import json
 import multiprocessing
-import select
+import queue
 import sys
 import time
 
@@ -33,6 +33,7 @@ import psycopg2
 from bus_alt_connection.bus_poller import BusPoller
 from tools.pg_sandbox import Sandbox
 
+from . import latency
 from .common import (
     latency_summary,
     machine_info,
@@ -73,21 +74,10 @@ def create_database(sandbox):
 
 
 def receive_listen(params, count, ready, stop, results, _interval):
-    connection = psycopg2.connect(**params)
-    connection.autocommit = True
-    with connection.cursor() as cr:
-        cr.execute(f"LISTEN {CHANNEL}")
-    ready.set()
-    arrivals = {}
-    while len(arrivals) < count and not stop.is_set():
-        if select.select([connection], [], [], 0.2) == ([], [], []):
-            continue
-        connection.poll()
-        now = time.monotonic()
-        while connection.notifies:
-            arrivals.setdefault(int(connection.notifies.pop(0).payload), now)
-    connection.close()
-    results.put((arrivals, 0.0, 0))
+    """bench.latency's listener; LISTEN runs no query and reads no row twice."""
+    arrivals = queue.SimpleQueue()
+    latency.listen(params, CHANNEL, count, ready, stop, arrivals)
+    results.put((arrivals.get(), 0.0, 0))
 
 
 def receive_poll(params, count, ready, stop, results, interval):
