@@ -161,45 +161,38 @@ def run_parts(args, odoo, workdir):
 # tables -----------------------------------------------------------------------
 
 
+#: (part, its module, the table's title), in the order the tables are shown
+TABLES = (
+    ("latency", latency, "Notification latency without Odoo, COMMIT sent -> listener"),
+    ("poll_latency", poll_latency, "Poll mode against listen mode, without Odoo"),
+    (
+        "odoo_latency",
+        odoo_latency,
+        "Notification latency through Odoo, commit -> websocket",
+    ),
+    ("backends", backends, backends.TITLE),
+    (
+        "cron_trigger",
+        cron_trigger,
+        "Cron trigger to job start (threaded Odoo, one cron thread)",
+    ),
+    ("recovery", recovery, "Recovery after a PostgreSQL restart"),
+)
+
+
 def tables_text(machine, results):
     """Every table of the run as plain text, as printed and as in the README."""
     out = [f"{machine_line(machine)}; run took {machine['duration_s']} s"]
-    if "latency" in results:
-        out += ["", "Notification latency without Odoo, COMMIT sent -> listener"]
-        out += table_lines(latency.TABLE_HEADER, latency.table_rows(results["latency"]))
-        out += latency.FOOTNOTE.splitlines()
-    if "poll_latency" in results:
-        out += ["", "Poll mode against listen mode, without Odoo"]
-        out += table_lines(
-            poll_latency.TABLE_HEADER,
-            poll_latency.table_rows(results["poll_latency"]),
-        )
-        out += poll_latency.FOOTNOTE.splitlines()
-    if "odoo_latency" in results:
-        out += ["", "Notification latency through Odoo, commit -> websocket"]
-        out += table_lines(
-            odoo_latency.TABLE_HEADER,
-            odoo_latency.table_rows(results["odoo_latency"]),
-        )
-        out += odoo_latency.FOOTNOTE.splitlines()
-    if "backends" in results:
-        out += ["", backends.TITLE]
-        out += table_lines(
-            backends.TABLE_HEADER, backends.table_rows(results["backends"])
-        )
-        out += backends.FOOTNOTE.splitlines()
-    if "cron_trigger" in results:
-        out += ["", "Cron trigger to job start (threaded Odoo, one cron thread)"]
-        out += table_lines(
-            cron_trigger.TABLE_HEADER,
-            cron_trigger.table_rows(results["cron_trigger"]),
-        )
-    if "recovery" in results:
-        out += ["", "Recovery after a PostgreSQL restart"]
-        out += table_lines(
-            recovery.TABLE_HEADER, recovery.table_rows(results["recovery"])
-        )
-        out += [recovery.ratio_line(results["recovery"])]
+    for part, module, title in TABLES:
+        if part not in results:
+            continue
+        rows = results[part]
+        out += ["", title]
+        out += table_lines(module.TABLE_HEADER, module.table_rows(rows))
+        if part == "recovery":
+            out += [recovery.ratio_line(rows)]
+        else:
+            out += getattr(module, "FOOTNOTE", "").splitlines()
     return [line for text in out for line in text.split("\n")]
 
 
