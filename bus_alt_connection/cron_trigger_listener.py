@@ -149,9 +149,11 @@ class TriggerConnection:
 
     def listen(self, statement):
         """Remember a LISTEN for every connection; run it if connected."""
-        if statement not in self._listens:
+        first = statement not in self._listens
+        if first:
             self._listens.append(statement)
-        self.execute(statement)
+        if self.execute(statement) is not None and first:
+            self._start_self_check()  # the first LISTEN on this connection
 
     def execute(self, query, params=None):
         """Run ``query`` on the connection; None when not connected."""
@@ -214,6 +216,14 @@ class TriggerConnection:
         self._failures = 0
         self._down_since = None
         self._last_reason = None
+        if self._listens:  # _open ran them: a reconnect, or a late first connect
+            self._start_self_check()
+
+    def _start_self_check(self):
+        """Check, in the background, that a NOTIFY through db_host arrives.
+
+        Only once a LISTEN is active: sent before, it would be lost.
+        """
         if self._send_notify is not None:
             threading.Thread(
                 target=self._self_check,

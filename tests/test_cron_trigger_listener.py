@@ -222,3 +222,27 @@ def test_listener_is_named_in_pg_stat_activity(sandbox, trigger):
         (connection.backend_pid,),
     )
     assert rows[0][0].startswith("odoo-cron-listener-")
+
+
+def test_self_check_waits_for_cores_listen(sandbox, caplog):
+    """Core runs LISTEN after the connect; a self-check sent before it
+    would be lost and report a healthy route as deaf."""
+    caplog.set_level(logging.INFO, LOGGER)
+    connection = TriggerConnection(
+        cron_route(sandbox, sandbox.postgres.port),
+        "cron-test",
+        send_notify=lambda payload: notify(sandbox, "cron_trigger", payload),
+        selfcheck_timeout=3.0,
+    )
+    connection.start()
+    try:
+        time.sleep(1.0)  # core is slow to send its LISTEN
+        assert connection.heard_self_check is None
+        TriggerCursor(connection, through_pgbouncer(sandbox)).execute(
+            "LISTEN cron_trigger"
+        )
+        assert wait_until(lambda: connection.heard_self_check is not None)
+        assert connection.heard_self_check is True
+    finally:
+        connection.close()
+    assert "did not receive" not in caplog.text
