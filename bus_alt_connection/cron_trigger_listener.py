@@ -62,9 +62,11 @@ class TriggerConnection:
     """What core's cron runner selects on and polls (``cr._cnx``).
 
     One reader thread owns the psycopg2 connection: it waits on it, reads
-    the notifications into an inbox, and writes a byte to a pipe for each
-    batch. Core's runner selects on that pipe, so no notification can be
-    read by one thread while another waits on the socket.
+    the notifications into an inbox, and wakes core's runner through a pipe.
+    Core's runner selects on that pipe, so no notification can be read by
+    one thread while another waits on the socket. Wake-ups coalesce: the
+    pipe holds at most one byte until the runner polls, so a flood of
+    triggers while a long job runs never fills it.
     """
 
     def __init__(
@@ -97,6 +99,8 @@ class TriggerConnection:
         self._closed = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_pending = False
         self._failures = 0
         self._down_since = None
         self._last_reason = None
@@ -120,6 +124,7 @@ class TriggerConnection:
             raise psycopg2.InterfaceError("connection already closed")
         with self._lock:
             self._drain_wake_pipe()
+            self._wake_pending = False
             self.notifies.extend(self._inbox)
             self._inbox.clear()
         del self.notifies[:-MAX_KEPT_NOTIFIES]
@@ -311,8 +316,10 @@ class TriggerConnection:
         return arrived
 
     def _wake_runner(self):
+        """One byte in the pipe until the runner polls; never blocks."""
         with self._lock, contextlib.suppress(OSError):
-            if not self.closed:
+            if not self.closed and not self._wake_pending:
+                self._wake_pending = True
                 os.write(self._wake_w, b"!")
 
     def _drain_wake_pipe(self):

@@ -19,6 +19,7 @@ from bus_alt_connection.cron_trigger_listener import (
     TriggerCursor,
 )
 from bus_alt_connection.listener_route import resolve_cron_route
+from tools.notify_flood import flood
 from tools.tcp_proxy import TcpProxy
 
 LOGGER = "bus_alt_connection.cron_trigger_listener"
@@ -246,3 +247,24 @@ def test_self_check_waits_for_cores_listen(sandbox, caplog):
     finally:
         connection.close()
     assert "did not receive" not in caplog.text
+
+
+def test_a_flood_of_triggers_never_blocks_the_runner(sandbox, trigger):
+    """A busy runner (a long job) reads nothing while 200,000 triggers, each
+    its own transaction, arrive; once free, it must wake and poll at once,
+    and later triggers must still reach it."""
+    connection, _ = trigger(sandbox.postgres.port)
+    flood(sandbox.postgres.odoo_params(), "cron_trigger", 200_000)
+    notify(sandbox, "cron_trigger", "last_of_the_flood")
+    time.sleep(2)  # the listener reads the flood while the runner is busy
+    polled = threading.Thread(target=connection.poll, daemon=True)
+    polled.start()
+    polled.join(20)
+    assert not polled.is_alive(), "the runner's poll() blocked after the flood"
+    assert connection.notifies, "the flood never reached the runner"
+    runner = Runner(connection)
+    try:
+        notify(sandbox, "cron_trigger", "after_the_flood")
+        assert runner.wait_for("after_the_flood")
+    finally:
+        runner.stop()
