@@ -8,6 +8,8 @@ import os
 import re
 import socket
 
+from .listener_route import shown
+
 #: Seconds libpq waits for a route that does not answer (firewalled host).
 CONNECT_TIMEOUT = 10
 #: TCP keepalives, so that a peer that vanished is noticed within about a minute.
@@ -26,12 +28,13 @@ def listener_application_name():
 
 def listener_params(route, application_name=None):
     """libpq keywords for the listener: the route plus timeouts and keepalives."""
-    params = {
+    params = route.libpq_params()
+    for key, value in {
         "connect_timeout": CONNECT_TIMEOUT,
         "application_name": application_name or listener_application_name(),
         **KEEPALIVE_PARAMS,
-    }
-    params.update(route.libpq_params())
+    }.items():
+        params.setdefault(key, value)
     return params
 
 
@@ -198,7 +201,7 @@ def diagnose_connection_error(exc, route):
 
 
 def _shown(route, name):
-    value = getattr(route, name)
-    if name == "password":
-        return "(set)" if value else "(unset)"
-    return value
+    route_value = route.values[name]
+    if route_value.secret:
+        return shown(route_value.value, secret=True) or "(unset)"
+    return route_value.value

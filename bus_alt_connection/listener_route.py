@@ -35,19 +35,39 @@ UNSET_VALUES = (None, False, "", "False", "false")
 class RouteConfigError(ValueError):
     """An ``imdispatcher_db_*`` value that cannot work; the message says which."""
 
-    def __init__(self, option, value, source, problem, hint):
+    def __init__(self, option, value, source, problem, hint, secret=False):
         self.option = option
-        self.value = value
+        self.value = shown(value, secret)
         self.source = source
         super().__init__(
-            f"{option} = {value!r} ({source}) {problem}; {hint}",
+            f"{option} = {self.value!r} ({source}) {problem}; {hint}",
         )
+
+
+SECRET_SHOWN_AS = "(set)"
+
+
+def shown(value, secret):
+    """The value as logs and reports may show it: a secret as set/unset."""
+    if not secret:
+        return value
+    return SECRET_SHOWN_AS if value not in UNSET_VALUES else None
 
 
 @dataclasses.dataclass(frozen=True)
 class RouteValue:
     value: object
     source: str
+    #: a password: never in repr() or str()
+    secret: bool = False
+
+    def __repr__(self):
+        return (
+            f"RouteValue(value={shown(self.value, self.secret)!r}, "
+            f"source={self.source!r})"
+        )
+
+    __str__ = __repr__
 
 
 def _parse_text(name, text, source):
@@ -187,6 +207,17 @@ SETTING_OPTIONS = (
 LIBPQ_KEYWORDS = {"name": "database"}
 
 
+class ConnectParams(dict):
+    """libpq keywords, the password included, but not in repr() or str()."""
+
+    def __repr__(self):
+        return repr(
+            {key: shown(value, key == "password") for key, value in self.items()}
+        )
+
+    __str__ = __repr__
+
+
 @dataclasses.dataclass(frozen=True)
 class ListenerRoute:
     """The resolved route, with where each value came from."""
@@ -208,11 +239,11 @@ class ListenerRoute:
 
     def libpq_params(self):
         """Connection keywords for psycopg2/libpq (password included)."""
-        return {
-            LIBPQ_KEYWORDS.get(name, name): route_value.value
+        return ConnectParams(
+            (LIBPQ_KEYWORDS.get(name, name), route_value.value)
             for name, route_value in self.values.items()
             if route_value.value not in UNSET_VALUES
-        }
+        )
 
     def describe(self):
         """``host:port/database as user`` without the password, for logs."""
@@ -228,14 +259,13 @@ class ListenerRoute:
 
     def public_dict(self):
         """Values and sources for reports; the password only as set/unset."""
-        report = {}
-        for option in ROUTE_OPTIONS:
-            route_value = self.values[option.name]
-            value = route_value.value
-            if option.secret:
-                value = "(set)" if value not in UNSET_VALUES else None
-            report[option.name] = {"value": value, "source": route_value.source}
-        return report
+        return {
+            name: {
+                "value": shown(route_value.value, route_value.secret),
+                "source": route_value.source,
+            }
+            for name, route_value in self.values.items()
+        }
 
 
 def _lookup(option, config, environ):
@@ -302,7 +332,7 @@ def _resolve(options, config, environ):
         value = raw
         if raw not in UNSET_VALUES:
             value = option.parse(option.option, raw, source)
-        values[option.name] = RouteValue(value, source)
+        values[option.name] = RouteValue(value, source, option.secret)
     return values
 
 
@@ -347,7 +377,9 @@ def resolve_cron_route(config, environ=None):
         else:
             values[option.name] = bus_values[option.name]
             continue
-        values[option.name] = RouteValue(option.parse(name, raw, source), source)
+        values[option.name] = RouteValue(
+            option.parse(name, raw, source), source, option.secret
+        )
     configured = any(
         route_value.source.startswith(("env", "config imdispatcher", "config cron"))
         for route_value in values.values()
