@@ -198,9 +198,14 @@ def start_watch(dispatcher, route, settings, on_deaf=None):
     return watch
 
 
+def installed_supervisor():
+    """The ListenerSupervisor of this process, or None if not patched."""
+    return getattr(core_bus.ImDispatch.loop, "bus_alt_connection", None)
+
+
 def install(settings=None, mode=None):
     """Patch core once per process; return the listener supervisor."""
-    installed = getattr(core_bus.ImDispatch.loop, "bus_alt_connection", None)
+    installed = installed_supervisor()
     if installed is not None:
         return installed
     if settings is None or mode is None:

@@ -10,6 +10,41 @@ import time
 POLL_STALE_INTERVALS = 20
 POLL_STALE_MIN = 5.0
 
+NOT_THE_DISPATCHER = (
+    "this process does not run the bus dispatcher; in prefork mode ask the "
+    "gevent worker (gevent_port), which serves /websocket"
+)
+NOT_INSTALLED = (
+    "bus_alt_connection did not patch the bus dispatcher of this process; "
+    "load it with server_wide_modules"
+)
+#: what an anonymous caller may see besides pass/fail: no route, no error text
+PUBLIC_KEYS = ("state", "error")
+
+
+def public_body(healthy, details):
+    """The monitor's answer: the verdict, the state, and why not here."""
+    body = {"status": "pass" if healthy else "fail"}
+    body.update((key, details[key]) for key in PUBLIC_KEYS if key in details)
+    return body
+
+
+def idle_report(supervisor):
+    """(healthy, details) before the first websocket starts the dispatcher.
+
+    Nobody waits for a notification yet, so idle is healthy, unless the
+    configuration already says the listener cannot start.
+    """
+    configured = supervisor.mode.configured == "poll" or supervisor.route() is not None
+    details = {
+        "state": "idle",
+        "detail": "the dispatcher starts with the first websocket",
+        "mode": supervisor.mode.active,
+        "configured_mode": supervisor.mode.configured,
+        "last_error": supervisor.state.last_error,
+    }
+    return configured, details
+
 
 def health_report(supervisor, last_received_at=None, now=None):
     """(healthy, details) of the listener of this process.
@@ -34,6 +69,7 @@ def health_report(supervisor, last_received_at=None, now=None):
         healthy = state.connected and (last is None or last.ok)
     route = supervisor.route() if mode.configured != "poll" else None
     details = {
+        "state": _state(state.connected, mode.active),
         "mode": mode.active,
         "mode_reason": mode.reason,
         "configured_mode": mode.configured,
@@ -54,6 +90,12 @@ def health_report(supervisor, last_received_at=None, now=None):
         "route": route.public_dict() if route is not None else None,
     }
     return healthy, details
+
+
+def _state(connected, active_mode):
+    if not connected:
+        return "down"
+    return "listening" if active_mode == "listen" else "polling"
 
 
 def _recent(moment, now, poll_interval):

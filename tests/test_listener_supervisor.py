@@ -10,7 +10,7 @@ import threading
 import psycopg2
 import pytest
 
-from bus_alt_connection.listener_health import health_report
+from bus_alt_connection.listener_health import health_report, idle_report, public_body
 from bus_alt_connection.listener_route import RouteConfigError, resolve_route
 from bus_alt_connection.listener_supervisor import (
     AUTO_SWITCH_FAILURES,
@@ -359,3 +359,29 @@ def test_poll_mode_health_follows_the_last_poll():
     healthy, details = health_report(supervisor, now=clock.now + 60)
     assert not healthy
     assert details["last_poll_age_s"] == 60
+
+
+def test_idle_dispatcher_is_healthy_unless_its_route_cannot_work():
+    healthy, details = idle_report(make_supervisor()[0])
+    assert healthy
+    assert public_body(healthy, details) == {"status": "pass", "state": "idle"}
+
+    def bad_route():
+        return resolve_route({"imdispatcher_db_port": "abc"}, environ={})
+
+    healthy, details = idle_report(make_supervisor(bad_route)[0])
+    assert not healthy
+    assert "imdispatcher_db_port" in details["last_error"]
+    assert public_body(healthy, details) == {"status": "fail", "state": "idle"}
+
+
+def test_public_body_shows_no_route_or_error_text():
+    supervisor, stop, _clock = make_supervisor()
+
+    def fails(route, on_listening):
+        raise psycopg2.OperationalError(f"password authentication failed {SECRET}")
+
+    supervisor.run_attempt(fails, lambda: None)
+    healthy, details = health_report(supervisor)
+    assert details["last_error"]
+    assert public_body(healthy, details) == {"status": "fail", "state": "down"}

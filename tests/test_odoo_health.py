@@ -1,15 +1,21 @@
 """The health endpoints through a running Odoo (ODOO_PATH, ODOO_PYTHON)."""
 
+import contextlib
 import http.cookiejar
 import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 
+import pytest
+
+from bus_alt_connection.listener_health import NOT_THE_DISPATCHER
+from tools.odoo_harness import BusClient
 from tools.pg_sandbox import LOOPBACK
 from tools.tcp_proxy import TcpProxy
 
-from .test_odoo_bus import SECRET, direct_route
+from .test_odoo_bus import LISTENING, SECRET, direct_route
 
 HEALTH = "/bus_alt_connection/health"
 
@@ -32,6 +38,73 @@ def wait_for_status(port, status, timeout=60):
             return seen
         time.sleep(0.5)
     raise AssertionError(f"health stayed {seen}, expected {status}")
+
+
+def ask_like_a_monitor(port, seconds=12, every=0.5):
+    """The answers to HEALTH asked every ``every`` s for ``seconds`` s."""
+    answers = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status, body = get(port, HEALTH)
+        answers.append((status, json.loads(body)))
+        time.sleep(every)
+    return answers
+
+
+def listener_backends(sandbox, server):
+    """The bus listener connections of ``server``'s processes."""
+    names = [f"odoo-bus-listener-{pid}" for pid in server.pids()]
+    rows = sandbox.postgres.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)",
+        (names,),
+    )
+    return rows[0][0]
+
+
+@contextlib.contextmanager
+def websocket(server):
+    """A subscribed websocket, once the dispatcher it starts is listening."""
+    client = BusClient(server.websocket_url(), f"health_{uuid.uuid4().hex}")
+    try:
+        assert server.wait_for_log(LISTENING, timeout=60), "dispatcher never started"
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_a_monitor_never_starts_a_listener(sandbox, odoo_server, workers):
+    """Asked again and again, the endpoint reports and starts nothing.
+
+    HTTP workers run no dispatcher: 503 with the reason, on every version.
+    Before the first websocket the dispatcher is idle; after it, exactly
+    one listener backend exists, whoever keeps asking.
+    """
+    server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
+    not_here = (503, {"status": "fail", "error": NOT_THE_DISPATCHER})
+    idle = (200, {"status": "pass", "state": "idle"})
+    listening = (200, {"status": "pass", "state": "listening"})
+    dispatcher_port = server.gevent_port if workers else server.http_port
+    if workers:
+        assert set_of(ask_like_a_monitor(server.http_port)) == [not_here]
+    assert set_of(ask_like_a_monitor(dispatcher_port, seconds=4)) == [idle]
+    assert listener_backends(sandbox, server) == 0
+    assert "bus listener connected" not in server.log_text()
+    with websocket(server):
+        if workers:
+            assert set_of(ask_like_a_monitor(server.http_port)) == [not_here]
+        wait_for_status(dispatcher_port, 200)
+        assert set_of(ask_like_a_monitor(dispatcher_port, seconds=4)) == [listening]
+        assert listener_backends(sandbox, server) == 1
+
+
+def set_of(answers):
+    """The distinct answers, in the order first seen."""
+    distinct = []
+    for answer in answers:
+        if answer not in distinct:
+            distinct.append(answer)
+    return distinct
 
 
 def admin_opener(port, dbname):
@@ -64,13 +137,14 @@ def test_health_follows_the_listener_route(sandbox, odoo_server):
     proxy = TcpProxy(sandbox.postgres.port).start()
     try:
         server = odoo_server(listener_params={"host": "127.0.0.1", "port": proxy.port})
-        status, body = wait_for_status(server.http_port, 200)
-        assert json.loads(body) == {"status": "pass"}
-        proxy.stop()
-        status, body = wait_for_status(server.http_port, 503)
-        assert json.loads(body) == {"status": "fail"}
-        proxy.start()
-        wait_for_status(server.http_port, 200)
+        with websocket(server):
+            status, body = wait_for_status(server.http_port, 200)
+            assert json.loads(body) == {"status": "pass", "state": "listening"}
+            proxy.stop()
+            status, body = wait_for_status(server.http_port, 503)
+            assert json.loads(body) == {"status": "fail", "state": "down"}
+            proxy.start()
+            wait_for_status(server.http_port, 200)
     finally:
         proxy.stop()
 
@@ -83,14 +157,15 @@ def test_health_follows_postgresql(sandbox, odoo_server):
     without a database.
     """
     server = odoo_server(listener_params=direct_route(sandbox))
-    wait_for_status(server.http_port, 200)
-    sandbox.postgres.stop()
-    try:
-        status, body = wait_for_status(server.http_port, 503)
-        assert json.loads(body) == {"status": "fail"}
-    finally:
-        sandbox.postgres.start()
-    wait_for_status(server.http_port, 200)
+    with websocket(server):
+        wait_for_status(server.http_port, 200)
+        sandbox.postgres.stop()
+        try:
+            status, body = wait_for_status(server.http_port, 503)
+            assert json.loads(body) == {"status": "fail", "state": "down"}
+        finally:
+            sandbox.postgres.start()
+        wait_for_status(server.http_port, 200)
 
 
 def test_details_for_admins_only(sandbox, odoo_server, odoo_database):
@@ -101,11 +176,12 @@ def test_details_for_admins_only(sandbox, odoo_server, odoo_database):
             "password": sandbox.postgres.odoo_params()["password"],
         }
     )
-    wait_for_status(server.http_port, 200)
     status, body = get(server.http_port, HEALTH + "/details")
     assert status != 200 or "route" not in body  # anonymous: login page
     opener = admin_opener(server.http_port, odoo_database)
-    status, body = get(server.http_port, HEALTH + "/details", opener)
+    with websocket(server):
+        wait_for_status(server.http_port, 200)
+        status, body = get(server.http_port, HEALTH + "/details", opener)
     assert status == 200
     details = json.loads(body)
     assert details["connected"] is True
@@ -116,13 +192,3 @@ def test_details_for_admins_only(sandbox, odoo_server, odoo_database):
     # the self-check's notification went through core's loop
     assert details["last_notification_age_s"] is not None
     assert SECRET not in body
-
-
-def test_prefork_answers_from_the_gevent_worker(sandbox, odoo_server):
-    server = odoo_server(
-        listener_params={"host": "127.0.0.1", "port": sandbox.postgres.port},
-        workers=2,
-    )
-    wait_for_status(server.gevent_port, 200)
-    status, body = get(server.http_port, HEALTH)
-    assert status == 503  # an HTTP worker runs no dispatcher

@@ -4,6 +4,7 @@ The tree comes from ``ODOO_PATH`` and its interpreter from ``ODOO_PYTHON``;
 nothing of Odoo is copied into this project.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -241,6 +242,18 @@ class OdooServer:
         self.process = None
 
     # observation -------------------------------------------------------
+
+    def pids(self):
+        """The server's processes: its session (master and prefork workers)."""
+        if self.process is None:
+            return []
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getsid(int(entry)) == self.process.pid:
+                        pids.append(int(entry))
+        return pids
 
     def log_text(self):
         try:

@@ -1,37 +1,46 @@
 # License AGPL-3.0 or later (https://www.gnu.org/licenses/agpl).
-import contextlib
 import json
 
 import odoo
 from odoo import http
 from odoo.http import request
+from odoo.tools import config
 
 from odoo.addons.bus.models.bus import dispatch
 
-from ..dispatcher_patch import install
-from ..listener_health import health_report
-
-NOT_THE_DISPATCHER = (
-    "this process does not run the bus dispatcher; in prefork mode ask the "
-    "gevent worker (gevent_port), which serves /websocket"
+from ..dispatcher_patch import installed_supervisor
+from ..listener_health import (
+    NOT_INSTALLED,
+    NOT_THE_DISPATCHER,
+    health_report,
+    idle_report,
+    public_body,
 )
 
 
 def _runs_the_dispatcher():
-    # both flags are set by the server only in some modes and releases
-    evented = getattr(odoo, "evented", False)
-    return evented or not getattr(odoo, "multi_process", False)
+    """A threaded server or prefork's gevent worker; not an HTTP worker.
+
+    ``odoo.multi_process`` would tell, but only 16.0 and 17.0 set it.
+    """
+    return getattr(odoo, "evented", False) or not config["workers"]
 
 
 def _listener_health():
-    """(healthy, details); starts core's dispatcher as a websocket would."""
+    """(healthy, details) of this process's bus listener.
+
+    Only reads state: the dispatcher starts with the first websocket, never
+    with a health check.
+    """
     if not _runs_the_dispatcher():
         return False, {"error": NOT_THE_DISPATCHER}
-    with contextlib.suppress(RuntimeError):
-        if not dispatch.is_alive():
-            dispatch.start()
+    supervisor = installed_supervisor()
+    if supervisor is None:
+        return False, {"error": NOT_INSTALLED}
+    if not dispatch.is_alive():
+        return idle_report(supervisor)
     return health_report(
-        install(), getattr(dispatch._channels_to_ws, "last_received_at", None)
+        supervisor, getattr(dispatch._channels_to_ws, "last_received_at", None)
     )
 
 
@@ -49,8 +58,8 @@ class BusListenerHealth(http.Controller):
     )
     def health(self):
         """For monitors: 200 when the bus listener is healthy, 503 when not."""
-        healthy, _details = _listener_health()
-        return _json({"status": "pass" if healthy else "fail"}, 200 if healthy else 503)
+        healthy, details = _listener_health()
+        return _json(public_body(healthy, details), 200 if healthy else 503)
 
     @http.route("/bus_alt_connection/health/details", type="http", auth="user")
     def health_details(self):
