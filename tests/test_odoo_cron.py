@@ -13,7 +13,15 @@ import time
 
 import pytest
 
-from tools.cron_probe import install_probe_cron, last_run_id, trigger, wait_for_run
+from tools.cron_probe import (
+    install_probe_cron,
+    install_slow_cron,
+    last_run_id,
+    slow_job_running,
+    trigger,
+    wait_for_run,
+)
+from tools.notify_flood import flood
 from tools.odoo_harness import OdooServer
 
 #: Far below core's polling round (60 s), far above a LISTEN wake-up.
@@ -27,6 +35,17 @@ LISTENER_READY = r"cron trigger listener \(.*\) hears Odoo's NOTIFY"
 def probe_cron(sandbox, odoo_server_module):
     server = odoo_server_module()
     return install_probe_cron(server)
+
+
+#: longer than the flood takes to send
+SLOW_JOB_SECONDS = 45
+#: more wake-ups than a pipe holds (64 KiB) when each is a byte
+FLOOD = 200_000
+
+
+@pytest.fixture(scope="module")
+def slow_cron(sandbox, odoo_server_module):
+    return install_slow_cron(odoo_server_module(), SLOW_JOB_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +152,35 @@ def test_runner_survives_a_postgresql_restart(sandbox, odoo_server, probe_cron):
     assert "lost its connection" in log
     with open(os.path.join(server.workdir, "stderr.log")) as stderr:
         assert "Traceback" not in stderr.read()
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_a_flood_of_triggers_during_a_long_job_keeps_the_runner_prompt(
+    sandbox, odoo_server, probe_cron, slow_cron, workers
+):
+    """While the only cron runner runs a long job, 200,000 triggers arrive,
+    each its own transaction, as a busy site sends them; once the job is
+    done, a triggered job still starts at once."""
+    server = cron_server(sandbox, odoo_server, workers=workers)
+    assert server.wait_for_log(LISTENER_READY, timeout=60)
+    trigger(server, slow_cron)
+    assert wait_until(lambda: slow_job_running(sandbox.postgres, server.dbname))
+    flood(sandbox.postgres.odoo_params(), "cron_trigger", FLOOD, server.dbname)
+    assert slow_job_running(
+        sandbox.postgres, server.dbname
+    ), "the flood outlasted the job"
+    assert wait_until(
+        lambda: not slow_job_running(sandbox.postgres, server.dbname), SLOW_JOB_SECONDS
+    )
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is not None, "no triggered job started after the flood"
+    assert "Traceback" not in server.log_text()
+
+
+def wait_until(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False

@@ -19,13 +19,15 @@ JOB_CODE = (
     f'env.cr.execute("INSERT INTO {PROBE_TABLE} (ran_at, client_port) '
     'SELECT extract(epoch FROM clock_timestamp()), inet_client_port()")'
 )
+#: how the slow job's query shows in pg_stat_activity
+SLOW_JOB = "'bus_alt_connection slow job'"
 CREATE_CRON = """
 import datetime
 env.cr.execute({create!r})
-existing = env['ir.cron'].search([('name', '=', 'bus_alt_connection probe')])
+existing = env['ir.cron'].search([('name', '=', {name!r})])
 if not existing:
     values = {{
-        'name': 'bus_alt_connection probe',
+        'name': {name!r},
         'model_id': env.ref('base.model_res_partner').id,
         'state': 'code',
         'code': {code!r},
@@ -50,7 +52,29 @@ print('TRIGGERED', time.time())
 
 def install_probe_cron(server):
     """Create the probe table and the (idle) probe cron; return its id."""
-    output = server.run_shell(CREATE_CRON.format(create=CREATE_PROBE, code=JOB_CODE))
+    return _install_cron(server, "bus_alt_connection probe", JOB_CODE)
+
+
+def install_slow_cron(server, seconds):
+    """An (idle) cron whose job runs ``seconds`` (``SLOW_JOB`` while it runs)."""
+    code = f'env.cr.execute("SELECT {SLOW_JOB}, pg_sleep({seconds:d})")'
+    return _install_cron(server, f"bus_alt_connection slow {seconds} s", code)
+
+
+def slow_job_running(postgres, dbname):
+    rows = postgres.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+        "AND pid <> pg_backend_pid()",
+        (f"%{SLOW_JOB}%",),
+        dbname=dbname,
+    )
+    return rows[0][0] > 0
+
+
+def _install_cron(server, name, code):
+    output = server.run_shell(
+        CREATE_CRON.format(create=CREATE_PROBE, code=code, name=name)
+    )
     return int(output.split("CRON", 1)[1].split()[0])
 
 
