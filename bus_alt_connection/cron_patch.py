@@ -1,23 +1,25 @@
 """Odoo glue: core's cron runners LISTEN for triggers on the cron route.
 
-Core's cron loop runs unchanged. Only the ``sql_db.db_connect('postgres')``
-called by the code of core's cron runners themselves
-(``ThreadedServer.cron_thread``, ``WorkerCron.start``) returns a
+Core's cron loop runs unchanged. Core's runners (``ThreadedServer.cron_thread``,
+``WorkerCron.start``) are wrapped to arm a one-shot ``listen_request`` in
+their thread: their first ``sql_db.db_connect('postgres')`` returns a
 ``TriggerConnectionFactory``; every other ``db_connect`` of a cron thread or
 worker (job transactions, the database list, the bus NOTIFY a job sends)
-keeps Odoo's ``db_*`` route.
+keeps Odoo's ``db_*`` route. When core's runner recycles its connection
+(19.0's ``limit_time_worker_cron``), closing it arms the request again.
+If a runner opens its LISTEN some other way, one ERROR says so.
 """
 
 import functools
 import logging
 import os
-import sys
 import threading
 
 from odoo import sql_db
 from odoo.service import server
 from odoo.tools import config
 
+from . import listen_request
 from .cron_trigger_listener import CRON_CHANNEL, TriggerConnection, TriggerCursor
 from .dispatcher_patch import explain_deafness, notify_through_db_host
 from .listener_route import (
@@ -29,13 +31,15 @@ from .listener_route import (
 
 _logger = logging.getLogger(__name__)
 
-
-def cron_listen_callers():
-    """Code objects of core's functions that open the trigger connection."""
-    return {
-        server.ThreadedServer.cron_thread.__code__,
-        server.WorkerCron.start.__code__,
-    }
+#: the kind of listen_request this glue arms
+LISTEN_REQUEST = "cron"
+#: (class, name) of core's functions that open the trigger connection
+CRON_RUNNERS = (
+    (server.ThreadedServer, "cron_thread"),
+    (server.WorkerCron, "start"),
+)
+_this_thread = threading.local()
+_missed_reported = threading.Event()
 
 
 def runner_name():
@@ -43,6 +47,26 @@ def runner_name():
     if thread is threading.main_thread():
         return f"cron worker {os.getpid()}"
     return thread.name.rsplit(".", 1)[-1]
+
+
+def arm_trigger_request(factory):
+    """Core's next LISTEN connection in this thread is the factory's."""
+    request = listen_request.ListenRequest(factory, _report_missed)
+    listen_request.arm(LISTEN_REQUEST, request)
+
+
+def _report_missed(why):
+    if _missed_reported.is_set():
+        return
+    _missed_reported.set()
+    _logger.error(
+        "bus_alt_connection: cron_trigger_redirect is on, but core's cron "
+        "runner did not open its LISTEN connection through "
+        "odoo.sql_db.db_connect('postgres') (%s): cron triggers are listened "
+        "for through db_host. Another addon may replace db_connect without "
+        "calling the one it wraps.",
+        why,
+    )
 
 
 class TriggerConnectionFactory:
@@ -64,6 +88,7 @@ class TriggerConnectionFactory:
             selfcheck_timeout=self._settings["selfcheck_timeout"],
             max_delay=self._settings["reconnect_max_delay"],
             deaf_level=self._deaf_level,
+            on_close=rearm_if_in_runner,
         )
         connection.start()
         return TriggerCursor(connection, self._execute_through_db_host)
@@ -74,22 +99,52 @@ class TriggerConnectionFactory:
             return cr.fetchall() if cr.description else []
 
 
-def _patched_db_connect(original, factory):
-    callers = cron_listen_callers()
-
+def _patched_db_connect(original):
+    @functools.wraps(original)
     def db_connect(to, *args, **kwargs):
-        # pylint: disable=protected-access
-        if to == BUS_DATABASE and sys._getframe(1).f_code in callers:
+        factory = listen_request.take(LISTEN_REQUEST, to)
+        if factory is not None:
             return factory
         return original(to, *args, **kwargs)
 
-    db_connect.bus_alt_connection_cron = factory
     return db_connect
+
+
+def _armed_runner(core_runner, factory):
+    """Core's runner, with its trigger connection requested on our route."""
+
+    @functools.wraps(core_runner)
+    def runner(*args, **kwargs):
+        arm_trigger_request(factory)
+        _this_thread.runner_factory = factory
+        try:
+            return core_runner(*args, **kwargs)
+        finally:
+            _this_thread.runner_factory = None
+            listen_request.disarm(
+                LISTEN_REQUEST, "core's runner returned without connecting"
+            )
+
+    runner.bus_alt_connection_cron = factory
+    return runner
+
+
+def rearm_if_in_runner():
+    """Core closed its trigger connection inside its runner: it reconnects next."""
+    factory = getattr(_this_thread, "runner_factory", None)
+    if factory is not None:
+        arm_trigger_request(factory)
+
+
+def installed_factory():
+    """The TriggerConnectionFactory of this process, or None if not patched."""
+    cls, name = CRON_RUNNERS[0]
+    return getattr(getattr(cls, name), "bus_alt_connection_cron", None)
 
 
 def install(settings, mode=None):
     """Redirect the cron runners' trigger LISTEN, once per process."""
-    if getattr(sql_db.db_connect, "bus_alt_connection_cron", None) is not None:
+    if installed_factory() is not None:
         return
     try:
         if not cron_redirect_enabled(config):
@@ -123,4 +178,6 @@ def install(settings, mode=None):
         )
         return
     factory = TriggerConnectionFactory(route, settings, sql_db.db_connect, mode)
-    sql_db.db_connect = _patched_db_connect(sql_db.db_connect, factory)
+    sql_db.db_connect = _patched_db_connect(sql_db.db_connect)
+    for cls, name in CRON_RUNNERS:
+        setattr(cls, name, _armed_runner(getattr(cls, name), factory))

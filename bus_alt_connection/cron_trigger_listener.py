@@ -79,13 +79,16 @@ class TriggerConnection:
         selfcheck_timeout=SELF_CHECK_TIMEOUT,
         max_delay=MAX_RETRY_DELAY,
         deaf_level=logging.ERROR,
+        on_close=None,
     ):
         """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
             ``cron_trigger`` through Odoo's own route (the self-check)
         :param deaf_level: how a failed self-check is logged (WARNING when
-        a deaf route is expected to happen, in imdispatcher_mode auto)"""
+            a deaf route is expected to happen, in imdispatcher_mode auto)
+        :param on_close: called once, in the thread that closes it"""
         self.route = route
         self._deaf_level = deaf_level
+        self._on_close = on_close
         self.name = name
         self._send_notify = send_notify
         self._explain_deafness = explain_deafness
@@ -139,6 +142,8 @@ class TriggerConnection:
             os.close(self._wake_r)
         if pg is not None:
             pg.close()
+        if self._on_close is not None:
+            self._on_close()
 
     # life cycle ------------------------------------------------------------
 

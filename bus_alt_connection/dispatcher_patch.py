@@ -18,6 +18,7 @@ Odoo's ``db_*`` route. Besides, core's channel map becomes a ``ChannelMap``
 subscribed in it like a websocket.
 """
 
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
+from . import listen_request
 from .dispatcher_polling import DispatcherPoller, db_host_answers, describe_db_host
 from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts
 from .listener_connection import (
@@ -48,9 +50,12 @@ from .listener_watch import ListenerWatch, WatchProbe, deafness_explanation
 _logger = logging.getLogger(__name__)
 
 _this_thread = threading.local()
+#: the kind of listen_request this glue arms
+LISTEN_REQUEST = "bus"
+_route_unused_reported = threading.Event()
 
 
-class _ListenRequest:
+class _ListenerTarget:
     def __init__(self, route, on_listening):
         self.route = route
         self.on_listening = on_listening
@@ -115,11 +120,11 @@ class ChannelMap(dict):
 
 
 def _patched_db_connect(original):
+    @functools.wraps(original)
     def db_connect(to, *args, **kwargs):
-        request = getattr(_this_thread, "listen_request", None)
-        if request is None or to != BUS_DATABASE:
+        request = listen_request.take(LISTEN_REQUEST, to)
+        if request is None:
             return original(to, *args, **kwargs)
-        _this_thread.listen_request = None
         _this_thread.route = request.route
         try:
             connection = original(to, *args, **kwargs)
@@ -131,6 +136,7 @@ def _patched_db_connect(original):
 
 
 def _patched_connection_info_for(original):
+    @functools.wraps(original)
     def connection_info_for(db_or_uri, *args, **kwargs):
         db_name, info = original(db_or_uri, *args, **kwargs)
         route = getattr(_this_thread, "route", None)
@@ -144,11 +150,30 @@ def _patched_connection_info_for(original):
 
 
 def _run_core_loop_on_route(core_loop, dispatcher, route, on_listening):
-    _this_thread.listen_request = _ListenRequest(route, on_listening)
+    request = listen_request.ListenRequest(
+        _ListenerTarget(route, on_listening), _report_route_unused
+    )
+    listen_request.arm(LISTEN_REQUEST, request)
     try:
         core_loop(dispatcher)
     finally:
-        _this_thread.listen_request = None
+        listen_request.disarm(
+            LISTEN_REQUEST, "core's loop ended without opening a connection"
+        )
+
+
+def _report_route_unused(why):
+    if _route_unused_reported.is_set():
+        return
+    _route_unused_reported.set()
+    _logger.error(
+        "bus_alt_connection: core's bus dispatcher did not open its LISTEN "
+        "connection through odoo.sql_db.db_connect('postgres') (%s): the "
+        "imdispatcher_db_* route is not in use and the bus listens through "
+        "db_host. Another addon may replace db_connect without calling the "
+        "one it wraps, or this Odoo opens its LISTEN differently.",
+        why,
+    )
 
 
 def wake_all_websockets(dispatcher):

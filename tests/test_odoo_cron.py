@@ -38,9 +38,9 @@ def probe_cron(sandbox, odoo_server_module):
 
 
 #: longer than the flood takes to send
-SLOW_JOB_SECONDS = 45
+SLOW_JOB_SECONDS = 50
 #: more wake-ups than a pipe holds (64 KiB) when each is a byte
-FLOOD = 200_000
+FLOOD = 300_000
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_runner_survives_a_postgresql_restart(sandbox, odoo_server, probe_cron):
 def test_a_flood_of_triggers_during_a_long_job_keeps_the_runner_prompt(
     sandbox, odoo_server, probe_cron, slow_cron, workers
 ):
-    """While the only cron runner runs a long job, 200,000 triggers arrive,
+    """While the only cron runner runs a long job, 300,000 triggers arrive,
     each its own transaction, as a busy site sends them; once the job is
     done, a triggered job still starts at once."""
     server = cron_server(sandbox, odoo_server, workers=workers)

@@ -3,7 +3,7 @@ from odoo import sql_db
 from odoo.service import server
 from odoo.tests.common import TransactionCase
 
-from .. import cron_patch, dispatcher_patch
+from .. import cron_patch, dispatcher_patch, listen_request
 
 
 class TestCronPatch(TransactionCase):
@@ -14,22 +14,42 @@ class TestCronPatch(TransactionCase):
         settings, mode = dispatcher_patch.settings_or_defaults()
         dispatcher_patch.install(settings, mode)
         cron_patch.install(settings, mode)
+        cls.factory = cron_patch.installed_factory()
 
-    def test_callers_are_cores_cron_runners(self):
-        names = {code.co_name for code in cron_patch.cron_listen_callers()}
-        self.assertEqual(names, {"cron_thread", "start"})
-        self.assertIn(
-            server.WorkerCron.start.__code__, cron_patch.cron_listen_callers()
-        )
+    def tearDown(self):
+        listen_request.disarm(cron_patch.LISTEN_REQUEST)
+        super().tearDown()
 
-    def test_other_callers_keep_odoo_connections(self):
-        factory = getattr(sql_db.db_connect, "bus_alt_connection_cron", None)
-        self.assertIsInstance(factory, cron_patch.TriggerConnectionFactory)
+    def test_cores_runners_are_wrapped(self):
+        self.assertIsInstance(self.factory, cron_patch.TriggerConnectionFactory)
+        for cls, name in cron_patch.CRON_RUNNERS:
+            runner = getattr(cls, name)
+            self.assertIs(runner.bus_alt_connection_cron, self.factory)
+            self.assertEqual(runner.__wrapped__.__module__, server.__name__)
+
+    def test_other_connections_keep_odoo_connections(self):
         connection = sql_db.db_connect("postgres")
         self.assertIsInstance(connection, sql_db.Connection)
-        self.assertIsNot(connection, factory)
+
+    def test_a_wrapper_installed_after_ours_still_gets_the_redirect(self):
+        def another_addons_db_connect(to, *args, **kwargs):
+            return sql_db.db_connect(to, *args, **kwargs)
+
+        cron_patch.arm_trigger_request(self.factory)
+        self.assertIs(another_addons_db_connect("postgres"), self.factory)
+        # one-shot: the runner's next connections are Odoo's
+        self.assertIsInstance(another_addons_db_connect("postgres"), sql_db.Connection)
+
+    def test_a_runner_connecting_elsewhere_first_is_reported(self):
+        cron_patch._missed_reported.clear()
+        cron_patch.arm_trigger_request(self.factory)
+        with self.assertLogs(cron_patch.__name__, "ERROR") as logged:
+            connection = sql_db.db_connect(self.env.cr.dbname)
+        self.assertIsInstance(connection, sql_db.Connection)
+        self.assertIn("did not open its LISTEN connection", logged.output[0])
+        self.assertIn(repr(self.env.cr.dbname), logged.output[0])
 
     def test_installed_once(self):
-        db_connect = sql_db.db_connect
+        runner = server.ThreadedServer.cron_thread
         cron_patch.install(*dispatcher_patch.settings_or_defaults())
-        self.assertIs(sql_db.db_connect, db_connect, "patched twice")
+        self.assertIs(server.ThreadedServer.cron_thread, runner, "patched twice")

@@ -7,7 +7,7 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from .. import dispatcher_patch
+from .. import dispatcher_patch, listen_request
 from ..listener_route import resolve_route
 from ..listener_supervisor import ListenerSupervisor
 
@@ -90,13 +90,28 @@ class TestDispatcherPatch(TransactionCase):
     def test_listen_request_is_used_once(self):
         route = resolve_route(config, environ={})
         heard = []
-        request = dispatcher_patch._ListenRequest(route, lambda: heard.append(1))
-        dispatcher_patch._this_thread.listen_request = request
+        target = dispatcher_patch._ListenerTarget(route, lambda: heard.append(1))
+        listen_request.arm(
+            dispatcher_patch.LISTEN_REQUEST,
+            listen_request.ListenRequest(target, heard.append),
+        )
         try:
             connection = sql_db.db_connect("postgres")
             again = sql_db.db_connect("postgres")
         finally:
-            dispatcher_patch._this_thread.listen_request = None
+            listen_request.disarm(dispatcher_patch.LISTEN_REQUEST)
         self.assertIsInstance(connection, dispatcher_patch._ListenerConnection)
         self.assertNotIsInstance(again, dispatcher_patch._ListenerConnection)
         self.assertEqual(heard, [])
+
+    def test_a_core_loop_that_does_not_take_the_route_is_reported(self):
+        route = resolve_route(config, environ={})
+        dispatcher_patch._route_unused_reported.clear()
+        with self.assertLogs(dispatcher_patch.__name__, "ERROR") as logged:
+            dispatcher_patch._run_core_loop_on_route(
+                lambda dispatcher: None, None, route, lambda connection: None
+            )
+        self.assertIn("route is not in use", logged.output[0])
+        self.assertIn(
+            "core's loop ended without opening a connection", logged.output[0]
+        )
