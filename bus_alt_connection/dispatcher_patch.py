@@ -212,11 +212,11 @@ def start_watch(dispatcher, route, settings, on_deaf=None):
         explain_deafness=lambda: explain_deafness(route),
         interrupt_listener=interrupt_connection,
         stop_event=core_bus.stop_event,
+        channels=dispatcher._channels_to_ws,
         interval=settings["heartbeat_interval"] or None,
         timeout=settings["selfcheck_timeout"],
         on_deaf=on_deaf,
     )
-    dispatcher._channels_to_ws[watch.probe.key] = {watch.probe}
     threading.Thread(
         target=watch.run, name="bus_alt_connection.watch", daemon=True
     ).start()

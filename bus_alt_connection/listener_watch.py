@@ -32,10 +32,14 @@ PROBE_CHANNEL_PREFIX = "bus_alt_connection_watch"
 
 
 class WatchProbe:
-    """Subscribed to a private channel in place of a websocket."""
+    """Subscribed to a private channel in place of a websocket, for one check.
+
+    Each check has its own channel, so a late answer to an earlier check
+    wakes nobody and cannot pass a later one.
+    """
 
     def __init__(self):
-        self.key = (PROBE_CHANNEL_PREFIX, f"{os.getpid()}-{secrets.token_hex(4)}")
+        self.key = (PROBE_CHANNEL_PREFIX, f"{os.getpid()}-{secrets.token_hex(8)}")
         self._arrived = threading.Event()
 
     def payload(self):
@@ -45,9 +49,6 @@ class WatchProbe:
     def trigger_notification_dispatching(self):
         """Called by core's dispatcher loop when our NOTIFY arrives."""
         self._arrived.set()
-
-    def expect(self):
-        self._arrived.clear()
 
     def wait(self, timeout):
         return self._arrived.wait(timeout)
@@ -71,15 +72,18 @@ class ListenerWatch:
         explain_deafness,
         interrupt_listener,
         stop_event,
+        channels,
         interval=HEARTBEAT_INTERVAL,
         timeout=SELF_CHECK_TIMEOUT,
         clock=time.monotonic,
         on_deaf=None,
     ):
-        """:param on_deaf: ``on_deaf(detail)`` replaces the self-check's
-        ERROR (auto mode switches to polling)"""
+        """:param channels: core's channel -> websockets map, where each
+            check subscribes its probe while it waits
+        :param on_deaf: ``on_deaf(detail)`` replaces the self-check's
+            ERROR (auto mode switches to polling)"""
         self.route = route
-        self.probe = WatchProbe()
+        self._channels = channels
         self._send_notify = send_notify
         self._explain_deafness = explain_deafness
         self._interrupt_listener = interrupt_listener
@@ -131,15 +135,19 @@ class ListenerWatch:
 
     def check_once(self, after_connect):
         kind = "self-check" if after_connect else "heartbeat"
-        self.probe.expect()
+        probe = WatchProbe()
+        self._channels[probe.key] = {probe}
         try:
-            self._send_notify(self.probe.payload())
-        except Exception as error:
-            # db_host itself is down: Odoo is down too, nothing to tell
-            _logger.debug("bus_alt_connection: %s not sent: %s", kind, error)
-            return None
-        sent_at = self._clock()
-        heard = self.probe.wait(self._timeout)
+            try:
+                self._send_notify(probe.payload())
+            except Exception as error:
+                # db_host itself is down: Odoo is down too, nothing to tell
+                _logger.debug("bus_alt_connection: %s not sent: %s", kind, error)
+                return None
+            sent_at = self._clock()
+            heard = probe.wait(self._timeout)
+        finally:
+            self._channels.pop(probe.key, None)
         result = CheckResult(ok=heard, kind=kind, at=self._clock())
         if heard:
             self._on_heard(kind, (result.at - sent_at) * 1000)

@@ -28,6 +28,8 @@ class Relay:
 
     def __init__(self, listen_params):
         self.subscribers = {}
+        #: payloads received but not dispatched (a slow or deaf listener)
+        self.held = None
         self.connection = psycopg2.connect(**listen_params)
         self.connection.autocommit = True
         self.connection.cursor().execute("LISTEN imbus")
@@ -48,9 +50,16 @@ class Relay:
                 except psycopg2.Error:
                     return
                 while self.connection.notifies:
-                    for channel in json.loads(self.connection.notifies.pop().payload):
-                        for subscriber in self.subscribers.get(tuple(channel), ()):
-                            subscriber.trigger_notification_dispatching()
+                    payload = self.connection.notifies.pop(0).payload
+                    if self.held is not None:
+                        self.held.append(payload)
+                    else:
+                        self.dispatch(payload)
+
+    def dispatch(self, payload):
+        for channel in json.loads(payload):
+            for subscriber in self.subscribers.get(tuple(channel), ()):
+                subscriber.trigger_notification_dispatching()
 
     def close(self):
         self._stop.set()
@@ -81,9 +90,9 @@ def make_watch(sandbox, listen_params, interrupted):
         ),
         interrupt_listener=interrupted.append,
         stop_event=threading.Event(),
+        channels=relay.subscribers,
         timeout=2,
     )
-    relay.subscribers[watch.probe.key] = {watch.probe}
     watch.listener_connected(relay.connection)
     return watch, relay
 
@@ -123,7 +132,7 @@ def test_heartbeat_missed_interrupts_a_listener_that_heard(sandbox, caplog):
     watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), interrupted)
     try:
         assert watch.check_once(after_connect=True).ok
-        relay.subscribers.clear()  # the listener goes deaf
+        relay.held = []  # the listener goes deaf
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             result = watch.check_once(after_connect=False)
     finally:
@@ -131,6 +140,24 @@ def test_heartbeat_missed_interrupts_a_listener_that_heard(sandbox, caplog):
     assert not result.ok
     assert interrupted == [relay.connection]
     assert "heartbeat missed" in caplog.text
+
+
+def test_a_late_answer_to_an_earlier_check_passes_no_later_one(sandbox):
+    """The first check's NOTIFY arrives only during the second check."""
+    watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), [])
+    try:
+        assert watch.check_once(after_connect=True).ok
+        relay.held = []
+        assert not watch.check_once(after_connect=False).ok
+        late = threading.Timer(0.5, lambda: relay.dispatch(relay.held[0]))
+        late.start()
+        second = watch.check_once(after_connect=False)
+        late.join()
+    finally:
+        relay.close()
+    assert len(relay.held) == 2, "the second check's NOTIFY was not held"
+    assert not second.ok, "a stale answer passed the check"
+    assert relay.subscribers == {}, "a check left its probe subscribed"
 
 
 def test_unsendable_notify_is_no_verdict(sandbox):
