@@ -117,6 +117,20 @@ def _parse_seconds(name, text, source):
     return seconds
 
 
+def _parse_positive_seconds(name, text, source):
+    """Seconds that must pass: 0 would spin (a retry cap) or never hear."""
+    seconds = _parse_seconds(name, text, source)
+    if seconds <= 0:
+        raise RouteConfigError(
+            name,
+            text,
+            source,
+            "must be more than 0 seconds",
+            f"set {name} to e.g. {SETTING_DEFAULTS[name]:g}",
+        )
+    return seconds
+
+
 def _parse_switch(name, text, source):
     if isinstance(text, bool):
         return text
@@ -198,9 +212,14 @@ SETTING_OPTIONS = (
     RouteOption("mode", default="listen", parse=_parse_choice(MODES, "auto"), group=""),
     RouteOption("poll_interval", default=250, parse=_parse_milliseconds, group=""),
     RouteOption("heartbeat_interval", default=30.0, parse=_parse_seconds, group=""),
-    RouteOption("selfcheck_timeout", default=5.0, parse=_parse_seconds, group=""),
-    RouteOption("reconnect_max_delay", default=30.0, parse=_parse_seconds, group=""),
+    RouteOption(
+        "selfcheck_timeout", default=5.0, parse=_parse_positive_seconds, group=""
+    ),
+    RouteOption(
+        "reconnect_max_delay", default=30.0, parse=_parse_positive_seconds, group=""
+    ),
 )
+SETTING_DEFAULTS = {option.option: option.default for option in SETTING_OPTIONS}
 
 #: psycopg2 keyword for each option, where it differs from the name
 #: ("database", as odoo.sql_db spells it, is psycopg2's alias of "dbname").

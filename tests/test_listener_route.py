@@ -112,6 +112,13 @@ def test_empty_environment_value_is_ignored():
     assert route.host == "from-config"
 
 
+def test_heartbeat_zero_means_off():
+    assert resolve_settings({"imdispatcher_heartbeat_interval": "0"}, {}) == {
+        **resolve_settings({}, {}),
+        "heartbeat_interval": 0.0,
+    }
+
+
 @pytest.mark.parametrize(
     "option, value, expected_words",
     [
@@ -263,6 +270,10 @@ def test_mode_and_poll_interval_from_config_and_environment():
         ("imdispatcher_poll_interval", "0", "positive whole number of milliseconds"),
         ("imdispatcher_poll_interval", "0.5", "positive whole number of milliseconds"),
         ("imdispatcher_poll_interval", "-250", "positive whole number of milliseconds"),
+        ("imdispatcher_reconnect_max_delay", "0", "more than 0 seconds"),
+        ("imdispatcher_selfcheck_timeout", "0", "more than 0 seconds"),
+        ("imdispatcher_selfcheck_timeout", "-1", "is not a number of seconds"),
+        ("imdispatcher_heartbeat_interval", "-1", "is not a number of seconds"),
     ],
 )
 def test_bad_mode_or_interval_names_the_option(option, value, expected_words):
