@@ -330,9 +330,19 @@ def _failure_code(options):
 
 def _judge(report, route, notify_params):
     if not report.round_trip["received"]:
-        explanation = deafness_explanation(
-            route_facts(listener_params(route)), route_facts(notify_params)
-        )
+        try:
+            explanation = deafness_explanation(
+                route_facts(listener_params(route)), route_facts(notify_params)
+            )
+        except psycopg2.Error as error:
+            return _verdict(
+                report,
+                UNREACHABLE,
+                f"the listener route {route.describe()} hears nothing Odoo "
+                f"sends, and then failed: {first_line(error)}",
+                "run the check again; if it persists, check that both routes "
+                "stay reachable",
+            )
         return _verdict(
             report,
             MISCONFIGURED,

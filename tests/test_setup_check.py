@@ -6,8 +6,10 @@ import json
 import socket
 import tempfile
 
+import psycopg2
 import pytest
 
+from bus_alt_connection import setup_check
 from bus_alt_connection.setup_check import (
     MISCONFIGURED,
     OK,
@@ -50,6 +52,24 @@ def test_good_setup(sandbox):
     assert report.round_trip["ms"] is not None
     assert report.round_trip["standby"] is False
     assert report.route["port"]["source"] == "config imdispatcher_db_port"
+
+
+def test_a_route_lost_while_comparing_is_unreachable_not_a_traceback(
+    sandbox, monkeypatch, capsys, tmp_path
+):
+    """The round trip heard nothing, then the routes fail to answer."""
+
+    def gone(params):
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(setup_check, "route_facts", gone)
+    config = site_config(sandbox, imdispatcher_db_port=str(sandbox.pgbouncer.port))
+    path = tmp_path / "odoo.conf"
+    path.write_text("[options]\n" + "".join(f"{k} = {v}\n" for k, v in config.items()))
+    assert main(["-c", str(path)]) == UNREACHABLE
+    out = capsys.readouterr().out
+    assert "server closed the connection unexpectedly" in out
+    assert "run the check again" in out
 
 
 def test_route_through_the_pooler(sandbox):
