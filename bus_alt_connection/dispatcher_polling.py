@@ -48,6 +48,17 @@ def describe_db_host():
     return f"{host}:{config.get('db_port') or 5432}"
 
 
+def subscribed_databases(channel_map):
+    """Databases with a websocket subscribed: core keys channels (db, ...)."""
+    return {
+        channel[0]
+        for channel, subscribed in list(channel_map.items())
+        if isinstance(channel, tuple)
+        and channel
+        and any(not isinstance(ws, WatchProbe) for ws in subscribed)
+    }
+
+
 def wake_websockets(dispatcher, channels, db_name=None):
     """Wake the websockets subscribed to ``channels`` (JSON, as stored), or
     with ``db_name`` every websocket subscribed to a channel of that database.
@@ -87,13 +98,20 @@ class DispatcherPoller:
             core_bus.stop_event.wait(self.interval)
 
     def poll_round(self):
+        """Poll the databases a websocket of this process is subscribed to.
+
+        An idle site costs no query. A database left out loses its tracker,
+        so a new subscriber gets a fresh one, whose first poll wakes every
+        websocket of that database to read what it missed.
+        """
+        watched = subscribed_databases(self.dispatcher._channels_to_ws)
         registries = dict(
             (name, registry)
             for name, registry in loaded_registries()
-            if _has_bus(registry)
+            if name in watched and _has_bus(registry)
         )
         for name in set(self.trackers) - set(registries):
-            del self.trackers[name]  # unloaded, or dropped through Odoo
+            del self.trackers[name]  # unwatched, unloaded, or dropped
         channels = []
         for name in registries:
             channels += self._poll_database(name)

@@ -175,8 +175,9 @@ class ListenerSupervisor:
         def on_listening(connection=None):
             listening.append(True)
             self._on_listening(route)
-            if self.watch is not None:
-                self.watch.listener_connected(connection)
+            watch = self.watch  # read once: auto mode may drop it meanwhile
+            if watch is not None:
+                watch.listener_connected(connection)
             catch_up()
 
         try:
@@ -323,8 +324,9 @@ class ListenerSupervisor:
         self._consecutive_failures += 1
 
     def _on_failure(self, route, error, was_listening):
-        if self.watch is not None:
-            self.watch.listener_lost()
+        watch = self.watch  # read once: auto mode may drop it meanwhile
+        if watch is not None:
+            watch.listener_lost()
         self._mark_down()
         _options, reason = diagnose_connection_error(error, route)
         self.state.last_error = reason

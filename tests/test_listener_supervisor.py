@@ -385,3 +385,34 @@ def test_public_body_shows_no_route_or_error_text():
     healthy, details = health_report(supervisor)
     assert details["last_error"]
     assert public_body(healthy, details) == {"status": "fail", "state": "down"}
+
+
+class VanishingWatch:
+    """supervisor.watch as another thread sees it while auto mode switches
+    to polling: there at the first read, gone at the next."""
+
+    def __init__(self):
+        self.calls = []
+        self.reads = 0
+
+    def __get__(self, supervisor, owner=None):
+        self.reads += 1
+        return self if self.reads == 1 else None
+
+    def __set__(self, supervisor, value):
+        pass
+
+    def listener_connected(self, connection):
+        self.calls.append("connected")
+
+    def listener_lost(self):
+        self.calls.append("lost")
+
+
+@pytest.mark.parametrize("core_loop", [refused, lost_after_listening])
+def test_the_watch_is_read_once_per_use(monkeypatch, core_loop):
+    watch = VanishingWatch()
+    monkeypatch.setattr(ListenerSupervisor, "watch", watch, raising=False)
+    supervisor, _stop, _clock = make_supervisor()
+    supervisor.run_attempt(core_loop, lambda: None)
+    assert watch.calls in (["lost"], ["connected"])

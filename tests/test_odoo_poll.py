@@ -5,6 +5,7 @@ route reaches PostgreSQL directly.
 """
 
 import json
+import time
 import uuid
 
 import pytest
@@ -99,3 +100,27 @@ def test_auto_mode_behind_the_pooler_switches_to_polling(sandbox, odoo_server):
     assert "to get LISTEN back" in switches[0]
     assert errors_in(log) == []
     assert "lost its connection" not in log
+
+
+def transactions(sandbox, dbname):
+    rows = sandbox.postgres.execute(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+        "WHERE datname = %s",
+        (dbname,),
+    )
+    return rows[0][0]
+
+
+def test_poll_mode_costs_no_query_once_no_websocket_is_subscribed(sandbox, odoo_server):
+    """The dispatcher keeps running after the last websocket leaves; it
+    must stop polling. PostgreSQL flushes a backend's counts within 10 s."""
+    server = odoo_server(
+        listener_params=None, extra_options={"imdispatcher_mode": "poll"}
+    )
+    received, _extra = delivered_once(server)
+    assert received == list(range(COUNT))
+    time.sleep(12)
+    before = transactions(sandbox, server.dbname)
+    time.sleep(12)
+    # 4 polls a second would be about 48
+    assert transactions(sandbox, server.dbname) - before < 5
