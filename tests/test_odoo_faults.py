@@ -105,8 +105,9 @@ def test_route_to_another_database_is_flagged(sandbox, odoo_server, odoo_databas
     assert f"reaches database '{odoo_database}'" in server.log_text()
 
 
-def test_postgresql_restart(sandbox, odoo_server):
-    server = odoo_server(listener_params=direct_route(sandbox))
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_postgresql_restart(sandbox, odoo_server, workers):
+    server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)
@@ -118,8 +119,9 @@ def test_postgresql_restart(sandbox, odoo_server):
     assert "Traceback" not in server.log_text()
 
 
-def test_listener_backend_terminated(sandbox, odoo_server):
-    server = odoo_server(listener_params=direct_route(sandbox))
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_listener_backend_terminated(sandbox, odoo_server, workers):
+    server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)
@@ -149,9 +151,14 @@ def test_unreachable_at_start_then_reachable_catches_up(sandbox, odoo_server, pr
     assert "after" in server.log_text().split("bus listener connected")[1]
 
 
-def test_cut_route_catches_up_what_was_sent_meanwhile(sandbox, odoo_server, proxy):
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_cut_route_catches_up_what_was_sent_meanwhile(
+    sandbox, odoo_server, proxy, workers
+):
     proxy.start()
-    server = odoo_server(listener_params={"host": "127.0.0.1", "port": proxy.port})
+    server = odoo_server(
+        listener_params={"host": "127.0.0.1", "port": proxy.port}, workers=workers
+    )
     client, channel = subscribe(server)
     try:
         assert server.wait_for_log(r"self-check passed", timeout=15)
@@ -166,11 +173,13 @@ def test_cut_route_catches_up_what_was_sent_meanwhile(sandbox, odoo_server, prox
     assert [payload["n"] for payload in received] == list(range(COUNT))
 
 
-def test_silent_route_is_caught_by_the_heartbeat(sandbox, odoo_server, proxy):
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_silent_route_is_caught_by_the_heartbeat(sandbox, odoo_server, proxy, workers):
     proxy.start()
     server = odoo_server(
         listener_params={"host": "127.0.0.1", "port": proxy.port},
         extra_options=FAST_WATCH,
+        workers=workers,
     )
     client, channel = subscribe(server)
     try:
