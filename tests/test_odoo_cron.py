@@ -11,11 +11,13 @@ Needs ODOO_PATH and ODOO_PYTHON; skipped otherwise.
 import os
 import time
 
+import psycopg2
 import pytest
 
 from tools.cron_probe import (
+    BLOCKED_JOB_LOCK,
+    install_blocked_cron,
     install_probe_cron,
-    install_slow_cron,
     last_run_id,
     slow_job_running,
     trigger,
@@ -37,15 +39,13 @@ def probe_cron(sandbox, odoo_server_module):
     return install_probe_cron(server)
 
 
-#: longer than the flood takes to send
-SLOW_JOB_SECONDS = 50
 #: more wake-ups than a pipe holds (64 KiB) when each is a byte
 FLOOD = 300_000
 
 
 @pytest.fixture(scope="module")
-def slow_cron(sandbox, odoo_server_module):
-    return install_slow_cron(odoo_server_module(), SLOW_JOB_SECONDS)
+def blocked_cron(sandbox, odoo_server_module):
+    return install_blocked_cron(odoo_server_module())
 
 
 @pytest.fixture(scope="module")
@@ -156,22 +156,25 @@ def test_runner_survives_a_postgresql_restart(sandbox, odoo_server, probe_cron):
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_a_flood_of_triggers_during_a_long_job_keeps_the_runner_prompt(
-    sandbox, odoo_server, probe_cron, slow_cron, workers
+    sandbox, odoo_server, probe_cron, blocked_cron, workers
 ):
     """While the only cron runner runs a long job, 300,000 triggers arrive,
     each its own transaction, as a busy site sends them; once the job is
     done, a triggered job still starts at once."""
     server = cron_server(sandbox, odoo_server, workers=workers)
     assert server.wait_for_log(LISTENER_READY, timeout=60)
-    trigger(server, slow_cron)
-    assert wait_until(lambda: slow_job_running(sandbox.postgres, server.dbname))
-    flood(sandbox.postgres.odoo_params(), "cron_trigger", FLOOD, server.dbname)
-    assert slow_job_running(
-        sandbox.postgres, server.dbname
-    ), "the flood outlasted the job"
-    assert wait_until(
-        lambda: not slow_job_running(sandbox.postgres, server.dbname), SLOW_JOB_SECONDS
-    )
+    holder = psycopg2.connect(**sandbox.postgres.odoo_params(server.dbname))
+    try:
+        holder.autocommit = True
+        holder.cursor().execute("SELECT pg_advisory_lock(%s)", (BLOCKED_JOB_LOCK,))
+        trigger(server, blocked_cron)
+        assert wait_until(lambda: slow_job_running(sandbox.postgres, server.dbname))
+        flood(sandbox.postgres.odoo_params(), "cron_trigger", FLOOD, server.dbname)
+        time.sleep(2)  # the listener reads the end of the flood
+        assert slow_job_running(sandbox.postgres, server.dbname)
+    finally:
+        holder.close()  # the job ends
+    assert wait_until(lambda: not slow_job_running(sandbox.postgres, server.dbname))
     delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
     assert delay is not None, "no triggered job started after the flood"
     assert "Traceback" not in server.log_text()

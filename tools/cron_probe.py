@@ -19,8 +19,10 @@ JOB_CODE = (
     f'env.cr.execute("INSERT INTO {PROBE_TABLE} (ran_at, client_port) '
     'SELECT extract(epoch FROM clock_timestamp()), inet_client_port()")'
 )
-#: how the slow job's query shows in pg_stat_activity
+#: how the blocked job's query shows in pg_stat_activity
 SLOW_JOB = "'bus_alt_connection slow job'"
+#: the advisory lock the blocked job waits for
+BLOCKED_JOB_LOCK = 4711
 CREATE_CRON = """
 import datetime
 env.cr.execute({create!r})
@@ -55,10 +57,17 @@ def install_probe_cron(server):
     return _install_cron(server, "bus_alt_connection probe", JOB_CODE)
 
 
-def install_slow_cron(server, seconds):
-    """An (idle) cron whose job runs ``seconds`` (``SLOW_JOB`` while it runs)."""
-    code = f'env.cr.execute("SELECT {SLOW_JOB}, pg_sleep({seconds:d})")'
-    return _install_cron(server, f"bus_alt_connection slow {seconds} s", code)
+def install_blocked_cron(server):
+    """An (idle) cron whose job runs until ``BLOCKED_JOB_LOCK`` is free.
+
+    Hold that advisory lock (on the server's database) to keep the job
+    running; ``slow_job_running`` tells while it does.
+    """
+    code = (
+        f'env.cr.execute("SELECT {SLOW_JOB}, '
+        f'pg_advisory_xact_lock({BLOCKED_JOB_LOCK})")'
+    )
+    return _install_cron(server, "bus_alt_connection blocked job", code)
 
 
 def slow_job_running(postgres, dbname):
