@@ -3,11 +3,13 @@
 #                      for the real-Odoo parts); writes bench/results/ and
 #                      the README's results section
 #   make bench-quick   a short run, to try it out (README left alone)
+#   make wheels        the addon's wheel and metapackage of every Odoo
+#                      series (16.0-19.0), in dist/wheels
 #   make test          the test-suite (bash tools/run-tests.sh)
 #   make demo          the demo (bash tools/run-demo.sh)
 PYTHON ?= .venv/bin/python
 
-.PHONY: bench bench-quick setup-bench test demo
+.PHONY: bench bench-quick setup-bench test demo wheels
 
 setup-bench:
 	bash tools/setup-bench.sh
@@ -23,3 +25,6 @@ test:
 
 demo:
 	bash tools/run-demo.sh
+
+wheels:
+	python3 tools/build_wheels.py

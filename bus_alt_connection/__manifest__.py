@@ -3,7 +3,7 @@
 {
     "name": "Bus Alt Connection",
     "summary": "Keep Odoo's bus working behind a transaction-mode PgBouncer",
-    "version": "18.0.1.0.0",
+    "version": "18.0.2.0.0",
     "category": "Extra Tools",
     "website": "https://github.com/OCA/server-tools",
     "author": "Odoo Community Association (OCA)",

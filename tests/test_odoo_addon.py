@@ -10,17 +10,15 @@ import sys
 
 import pytest
 
-from tools.addon_for_series import copy_for_series
+from tools.build_wheels import build_series
 from tools.odoo_harness import (
     ADDON_NAME,
-    MANIFEST_SERIES,
     REPO_ROOT,
     OdooServer,
     odoo_series,
 )
 
 from .test_odoo_bus import COUNT, delivered, direct_route, errors_in
-from .test_packaging import build_wheel
 
 RESULT = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
 
@@ -94,44 +92,41 @@ def test_installed_and_server_wide_delivers(sandbox, odoo_server, addon_database
     assert errors_in(server.log_text()) == []
 
 
-def test_addon_installed_from_its_wheel_delivers(
-    sandbox, odoo_server, odoo_tree, tmp_path
-):
-    """``pip install --no-deps`` of the wheel, no checkout on addons_path.
+@pytest.fixture(scope="module")
+def installed_wheel(odoo_tree, tmp_path_factory):
+    """The series' wheel (``make wheels``), ``pip install --no-deps``'d.
 
     pip puts the addon in ``<site-packages>/odoo/addons``, which a
     pip-installed Odoo has on its addons path. The tree here is not
-    pip-installed, so the test installs into a target folder and names its
-    ``odoo/addons`` in addons_path, as a pip-installed Odoo would.
+    pip-installed, so the wheel goes into a target folder whose
+    ``odoo/addons`` is named in addons_path, as a pip-installed Odoo would.
+    Returns that target folder.
     """
     odoo_path, _python = odoo_tree
-    series = odoo_series(odoo_path)
-    source = os.path.join(REPO_ROOT, ADDON_NAME)
-    if series != MANIFEST_SERIES:
-        source = copy_for_series(series, str(tmp_path / "addons"))
-    wheel = build_wheel(source, str(tmp_path / "wheel"))
-    target = tmp_path / "site-packages"
+    workdir = tmp_path_factory.mktemp("wheel")
+    wheel, _metapackage = build_series(odoo_series(odoo_path), str(workdir / "dist"))
+    target = workdir / "site-packages"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(target),
-            wheel,
-        ],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+        + ["--target", str(target), wheel],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    installed_addons = target / "odoo" / "addons"
-    assert (installed_addons / ADDON_NAME / "__manifest__.py").exists()
+    assert (target / "odoo" / "addons" / ADDON_NAME / "__manifest__.py").exists()
+    return target
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_addon_installed_from_its_wheel_delivers(
+    sandbox, odoo_server, odoo_tree, installed_wheel, workers
+):
+    odoo_path, _python = odoo_tree
+    installed_addons = installed_wheel / "odoo" / "addons"
     server = odoo_server(
         listener_params=direct_route(sandbox),
         addon_on_path=False,
+        workers=workers,
         extra_options={"addons_path": f"{odoo_path}/addons,{installed_addons}"},
     )
     assert len(delivered(server)) == COUNT
@@ -140,3 +135,40 @@ def test_addon_installed_from_its_wheel_delivers(
     assert str(installed_addons) in log
     assert str(REPO_ROOT) not in log.split("addons paths:")[1].splitlines()[0]
     assert "bus listener connected" in log
+    assert errors_in(log) == []
+
+
+def test_checks_run_from_the_installed_wheel(
+    sandbox, odoo_server, odoo_tree, installed_wheel
+):
+    """``odoo-bin bus_check`` and ``python -m odoo.addons.…setup_check``."""
+    odoo_path, odoo_python = odoo_tree
+    installed_addons = installed_wheel / "odoo" / "addons"
+    server = odoo_server(
+        listener_params=direct_route(sandbox),
+        addon_on_path=False,
+        extra_options={"addons_path": f"{odoo_path}/addons,{installed_addons}"},
+    )
+    server.stop()
+    commands = {
+        "odoo-bin bus_check": server.odoo_bin(
+            f"--addons-path={odoo_path}/addons,{installed_addons}",
+            "bus_check",
+            "-c",
+            server.config_path,
+        ),
+        "python -m": [
+            odoo_python,
+            "-m",
+            "odoo.addons.bus_alt_connection.setup_check",
+            "-c",
+            server.config_path,
+        ],
+    }
+    env = {**os.environ, "PYTHONPATH": f"{installed_wheel}:{odoo_path}"}
+    for name, argv in commands.items():
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, env=env, cwd="/"
+        )
+        assert result.returncode == 0, (name, result.stdout, result.stderr[-3000:])
+        assert "the bus will work" in result.stdout, (name, result.stdout)

@@ -1,84 +1,133 @@
-"""The addon wheel, the metapackage, and the per-series copy."""
+"""The wheels of every series and their metapackages, and the per-series copy.
+
+CI has no Odoo: this builds the four series' wheels as ``make wheels`` does
+and reads what pip would (names, versions, requirements, the manifest and
+the files inside). ``tests/test_odoo_addon.py`` installs them into a real
+Odoo.
+"""
 
 import ast
+import email
 import os
-import re
-import subprocess
-import sys
 import zipfile
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
-from tools.addon_for_series import copy_for_series
+from tools.addon_for_series import SERIES, copy_for_series
+from tools.build_wheels import build_series
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADDON_DIR = os.path.join(REPO_ROOT, "bus_alt_connection")
-
-
-def build_wheel(source, outdir):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", outdir, source],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    wheels = [name for name in os.listdir(outdir) if name.endswith(".whl")]
-    assert len(wheels) == 1, wheels
-    return os.path.join(outdir, wheels[0])
-
-
-def wheel_metadata(path):
-    with zipfile.ZipFile(path) as wheel:
-        names = wheel.namelist()
-        metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
-        return names, wheel.read(metadata_name).decode()
+PREFIX = "odoo/addons/bus_alt_connection/"
+#: what PyPI serves of the upstream module under the same name
+UPSTREAM = {
+    "16.0": "16.0.1.0.1",
+    "17.0": "17.0.1.0.0.3",
+    "18.0": "18.0.1.0.0.3",
+    "19.0": "19.0.1.0.0.2",
+}
+#: how OCA's tooling (manifestoo-core, used by whool) spells "this series"
+ODOO_REQUIREMENT = {
+    "16.0": "odoo>=16.0a,<16.1dev",
+    "17.0": "odoo>=17.0a,<17.1dev",
+    "18.0": "odoo==18.0.*",
+    "19.0": "odoo==19.0.*",
+}
+#: every file the addon needs at run time and on the apps page
+NEEDED = (
+    "__init__.py",
+    "__manifest__.py",
+    "README.rst",
+    "hooks.py",
+    "setup_check.py",
+    "cli/__init__.py",
+    "cli/bus_check.py",
+    "controllers/__init__.py",
+    "controllers/health.py",
+    "static/description/index.html",
+    "static/description/icon.png",
+)
 
 
 @pytest.fixture(scope="module")
-def addon_wheel(tmp_path_factory):
-    return build_wheel(ADDON_DIR, str(tmp_path_factory.mktemp("wheel")))
+def built(tmp_path_factory):
+    """{series: (addon wheel, metapackage wheel)}, built as make wheels does."""
+    dist = str(tmp_path_factory.mktemp("wheels"))
+    return {series: build_series(series, dist) for series in SERIES}
 
 
-def test_addon_wheel_is_for_odoo_18(addon_wheel):
-    name = os.path.basename(addon_wheel)
-    assert name.startswith("odoo_addon_bus_alt_connection-18.0.")
-    _names, metadata = wheel_metadata(addon_wheel)
-    assert "Requires-Dist: odoo==18.0.*" in metadata
-    assert "License: AGPL-3" in metadata
+def metadata(path):
+    with zipfile.ZipFile(path) as wheel:
+        name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.message_from_string(wheel.read(name).decode())
 
 
-def test_addon_wheel_holds_the_addon(addon_wheel):
-    names, _metadata = wheel_metadata(addon_wheel)
-    prefix = "odoo/addons/bus_alt_connection/"
-    for relative in (
-        "__init__.py",
-        "__manifest__.py",
-        "hooks.py",
-        "dispatcher_patch.py",
-        "listener_route.py",
-        "listener_connection.py",
-        "listener_supervisor.py",
-        "listen_probe.py",
-        "README.rst",
-        "tests/test_dispatcher_patch.py",
-    ):
-        assert prefix + relative in names
-
-
-def test_metapackage_requires_the_addon(tmp_path):
-    wheel = build_wheel(os.path.join(REPO_ROOT, "setup", "_metapackage"), str(tmp_path))
-    _names, metadata = wheel_metadata(wheel)
-    assert "Requires-Dist: odoo-addon-bus_alt_connection==18.0.*" in metadata
+def read_manifest(text):
+    return ast.literal_eval(text.split("\n", 2)[2])
 
 
 def manifest_of(addon_dir):
     with open(os.path.join(addon_dir, "__manifest__.py")) as handle:
-        return ast.literal_eval(handle.read().split("\n", 2)[2])
+        return read_manifest(handle.read())
+
+
+@pytest.mark.parametrize("series", SERIES)
+def test_addon_wheel_of_each_series(built, series):
+    wheel, _meta = built[series]
+    assert os.path.basename(wheel) == (
+        f"odoo_addon_bus_alt_connection-{series}.2.0.0-py3-none-any.whl"
+    )
+    info = metadata(wheel)
+    assert info["Name"] == "odoo-addon-bus_alt_connection"
+    assert info["Version"] == f"{series}.2.0.0"
+    assert info.get_all("Requires-Dist") == [ODOO_REQUIREMENT[series]]
+    assert info["License"] == "AGPL-3"
+    assert f"Framework :: Odoo :: {series}" in info.get_all("Classifier")
+    odoo = Requirement(ODOO_REQUIREMENT[series])
+    assert odoo.specifier.contains(f"{series}.20261202", prereleases=True)
+    next_series = f"{int(series.split('.')[0]) + 1}.0"
+    assert not odoo.specifier.contains(next_series, prereleases=True)
+
+
+@pytest.mark.parametrize("series", SERIES)
+def test_addon_wheel_holds_the_addon_with_its_series_manifest(built, series):
+    wheel, _meta = built[series]
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        manifest = read_manifest(archive.read(PREFIX + "__manifest__.py").decode())
+    for relative in NEEDED:
+        assert PREFIX + relative in names
+    sources = {
+        os.path.relpath(os.path.join(folder, name), ADDON_DIR)
+        for folder, _dirs, files in os.walk(ADDON_DIR)
+        for name in files
+        if name.endswith(".py")
+    }
+    assert {PREFIX + source for source in sources} <= names
+    assert manifest["version"] == f"{series}.2.0.0"
+    assert manifest == {**manifest_of(ADDON_DIR), "version": f"{series}.2.0.0"}
+
+
+@pytest.mark.parametrize("series", SERIES)
+def test_metapackage_of_each_series_picks_this_module(built, series):
+    wheel, meta = built[series]
+    info = metadata(meta)
+    assert info["Name"] == "odoo-addons-oca-bus-alt-connection"
+    assert info["Version"].startswith(f"{series}.")
+    (requirement,) = (Requirement(r) for r in info.get_all("Requires-Dist"))
+    assert requirement.name == "odoo-addon-bus_alt_connection"
+    assert requirement.specifier.contains(metadata(wheel)["Version"])
+    # a wheelhouse holding the upstream module too: ours sorts above it,
+    # and the metapackage does not accept it
+    assert Version(metadata(wheel)["Version"]) > Version(UPSTREAM[series])
+    assert not requirement.specifier.contains(UPSTREAM[series])
 
 
 def test_manifest_follows_oca_rules():
     manifest = manifest_of(ADDON_DIR)
-    assert manifest["version"] == "18.0.1.0.0"
+    assert manifest["version"] == "18.0.2.0.0"
     assert manifest["license"] == "AGPL-3"
     assert "Odoo Community Association (OCA)" in manifest["author"]
     assert manifest["depends"] == ["bus"]
@@ -89,18 +138,9 @@ def test_manifest_follows_oca_rules():
 def test_copy_for_another_series_changes_only_the_version(tmp_path, series):
     target = copy_for_series(series, str(tmp_path))
     original, copied = manifest_of(ADDON_DIR), manifest_of(target)
-    assert copied.pop("version") == series + ".1.0.0"
+    assert copied.pop("version") == series + ".2.0.0"
     original.pop("version")
     assert copied == original
     with open(os.path.join(target, "dispatcher_patch.py")) as handle:
         with open(os.path.join(ADDON_DIR, "dispatcher_patch.py")) as source:
             assert handle.read() == source.read()
-
-
-def test_copy_for_another_series_builds_its_wheel(tmp_path):
-    target = copy_for_series("17.0", str(tmp_path / "addons"))
-    wheel = build_wheel(target, str(tmp_path / "wheel"))
-    assert os.path.basename(wheel).startswith("odoo_addon_bus_alt_connection-17.0.")
-    _names, metadata = wheel_metadata(wheel)
-    # whool spells the 17.0 range this way; 18.0 as odoo==18.0.*
-    assert re.search(r"Requires-Dist: odoo(==17\.0\.\*|>=17\.0a,<17\.1dev)\n", metadata)

@@ -1,16 +1,15 @@
 """Copy the addon for another Odoo series than the manifest's (18.0).
 
 Odoo 17.0 refuses to read a manifest whose version names another series
-("Invalid version '18.0.1.0.0'"), which breaks database creation and module
+("Invalid version '18.0.2.0.0'"), which breaks database creation and module
 updates for every addon on that addons path; 19.0 marks it not installable;
-16.0 loads it as "16.0.18.0.1.0.0". The code itself is the same for every
+16.0 loads it as "16.0.18.0.2.0.0". The code itself is the same for every
 series, so the copy differs from the checkout only by its manifest version.
+``tools/build_wheels.py`` builds each series' wheel from such a copy.
 
     python3 tools/addon_for_series.py 17.0 /opt/odoo/extra-addons
 
-writes /opt/odoo/extra-addons/bus_alt_connection with version 17.0.x.y.z;
-``pip wheel`` of that folder builds an ``odoo-addon-bus_alt_connection``
-wheel for that series.
+writes /opt/odoo/extra-addons/bus_alt_connection with version 17.0.x.y.z.
 """
 
 import argparse
