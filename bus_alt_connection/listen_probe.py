@@ -18,7 +18,13 @@ from psycopg2 import sql
 #: Core sends NOTIFY with this SQL function (overridable in 17.0+ by the
 #: ODOO_NOTIFY_FUNCTION environment variable, which we honour too).
 NOTIFY_FUNCTION = os.environ.get("ODOO_NOTIFY_FUNCTION", "pg_notify")
-NOTIFY_SQL = sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(NOTIFY_FUNCTION))
+
+
+def notify_sql(function=NOTIFY_FUNCTION):
+    return sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(function))
+
+
+NOTIFY_SQL = notify_sql()
 
 
 @dataclasses.dataclass
@@ -85,17 +91,18 @@ def _server_facts(connection):
     return version, in_recovery
 
 
-def _send(notify_params, channel, count):
+def _send(notify_params, channel, count, function):
     """NOTIFY the way Odoo does: short transactions on the pooled route.
 
     Returns when the first NOTIFY was committed.
     """
     connection = _connect(notify_params)
     first_committed_at = None
+    statement = notify_sql(function)
     try:
         with connection.cursor() as cr:
             for number in range(count):
-                cr.execute(NOTIFY_SQL, (channel, f"[{number}]"))
+                cr.execute(statement, (channel, f"[{number}]"))
                 first_committed_at = first_committed_at or time.monotonic()
     finally:
         connection.close()
@@ -123,9 +130,12 @@ def _collect(connection, channel, expected, timeout):
     return payloads, first_at
 
 
-def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0):
+def notify_roundtrip(
+    listen_params, notify_params, count=1, timeout=5.0, function=NOTIFY_FUNCTION
+):
     """LISTEN through ``listen_params``, NOTIFY ``count`` times through
-    ``notify_params``, and report how many arrived within ``timeout`` s.
+    ``notify_params`` with ``function`` (Odoo's ODOO_NOTIFY_FUNCTION), and
+    report how many arrived within ``timeout`` s.
 
     psycopg2 errors propagate (a failed connection, LISTEN on a standby).
     """
@@ -135,7 +145,7 @@ def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0):
         version, in_recovery = _server_facts(listener)
         with listener.cursor() as cr:
             cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        sent_at = _send(notify_params, channel, count)
+        sent_at = _send(notify_params, channel, count, function)
         payloads, first_at = _collect(listener, channel, count, timeout)
     finally:
         listener.close()

@@ -25,6 +25,7 @@ from .listener_connection import (
     first_line,
     listener_params,
 )
+from .listener_hazards import Finding, find_hazards, replica_route
 from .listener_route import (
     BUS_DATABASE,
     ROUTE_OPTIONS,
@@ -40,6 +41,7 @@ from .listener_watch import deafness_explanation
 ADDON = "bus_alt_connection"
 OK, MISCONFIGURED, UNREACHABLE = 0, 1, 2
 PROBE_TIMEOUT = 3.0
+DEFAULT_NOTIFY_FUNCTION = "pg_notify"
 
 
 @dataclasses.dataclass
@@ -57,6 +59,8 @@ class Report:
     poll: dict | None = None
     #: the cron runners' trigger LISTEN (cron_db_*)
     cron: dict | None = None
+    #: what else can cut the listener or keep it deaf (listener_hazards)
+    findings: list = dataclasses.field(default_factory=list)
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -86,8 +90,14 @@ def _describe(params):
 
 
 def check_db_host(params):
-    """Is ``db_host`` a transaction-mode pooler? Try LISTEN through it."""
-    result = notify_roundtrip(params, params, timeout=PROBE_TIMEOUT)
+    """Is ``db_host`` a transaction-mode pooler? Try LISTEN through it.
+
+    With pg_notify: whatever ODOO_NOTIFY_FUNCTION does, this is about
+    the route.
+    """
+    result = notify_roundtrip(
+        params, params, timeout=PROBE_TIMEOUT, function=DEFAULT_NOTIFY_FUNCTION
+    )
     return {
         "route": _describe(params),
         "listen_works": result.delivered_all,
@@ -95,9 +105,9 @@ def check_db_host(params):
     }
 
 
-def check_route(route, notify_params):
+def check_route(route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
     result = notify_roundtrip(
-        listener_params(route), notify_params, timeout=PROBE_TIMEOUT
+        listener_params(route), notify_params, timeout=PROBE_TIMEOUT, function=function
     )
     return {
         "route": route.describe(),
@@ -200,6 +210,9 @@ def check_listening(report, config, environ=None):
     except RouteConfigError as error:
         return _verdict(report, MISCONFIGURED, str(error), "fix that value")
     report.route = route.public_dict()
+    for finding in replica_route(config, route):
+        report.findings = [dataclasses.asdict(finding)]
+        return _verdict(report, finding.exit_code, finding.detail, finding.advice)
     notify_params = odoo_db_params(config)
     try:
         report.db_host = check_db_host(notify_params)
@@ -211,14 +224,59 @@ def check_listening(report, config, environ=None):
             f"db_host {_describe(notify_params)} fails: {first_line(error)}",
             "check db_host, db_port, db_user, db_password and db_sslmode",
         )
+    function = notify_function(environ)
     try:
-        report.round_trip = check_route(route, notify_params)
+        report.round_trip = check_route(route, notify_params, function)
+    except psycopg2.errors.UndefinedFunction as error:
+        return _verdict(
+            report,
+            MISCONFIGURED,
+            f"ODOO_NOTIFY_FUNCTION = {function}: {first_line(error)}",
+            "unset ODOO_NOTIFY_FUNCTION, or create that function on the "
+            "databases Odoo notifies",
+        )
     except psycopg2.Error as error:
         options, reason = diagnose_connection_error(error, route)
         return _verdict(
             report, _failure_code(options), "the listener route fails", reason
         )
-    return _judge(report, route, notify_params)
+    _judge(report, route, notify_params, function)
+    return check_hazards(report, config, route, environ)
+
+
+def notify_function(environ=None):
+    """The SQL function Odoo sends its NOTIFY with (bus and cron alike)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("ODOO_NOTIFY_FUNCTION") or DEFAULT_NOTIFY_FUNCTION
+
+
+def check_hazards(report, config, route, environ=None):
+    """Findings beyond the round trip; the worst decides an OK verdict."""
+    try:
+        cron_redirected = route.configured and cron_redirect_enabled(config, environ)
+        findings = find_hazards(config, route, cron_redirected)
+    except (psycopg2.Error, RouteConfigError, ValueError) as error:
+        findings = [
+            Finding(
+                "hazards", OK, f"the further checks could not run: {first_line(error)}"
+            )
+        ]
+    function = notify_function(environ)
+    if function != DEFAULT_NOTIFY_FUNCTION:
+        findings.insert(
+            0,
+            Finding(
+                "ODOO_NOTIFY_FUNCTION",
+                OK,
+                f"ODOO_NOTIFY_FUNCTION = {function}: Odoo sends its bus and cron "
+                f"NOTIFY through {function}(), and so did this check's round trip",
+            ),
+        )
+    report.findings = [dataclasses.asdict(finding) for finding in findings]
+    worst = max(findings, key=lambda finding: finding.exit_code)
+    if report.exit_code == OK and worst.exit_code != OK:
+        _verdict(report, worst.exit_code, worst.detail, worst.advice)
+    return report
 
 
 def bus_databases(config):
@@ -328,7 +386,17 @@ def _failure_code(options):
     )
 
 
-def _judge(report, route, notify_params):
+def _judge(report, route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
+    if not report.round_trip["received"] and function != DEFAULT_NOTIFY_FUNCTION:
+        if check_route(route, notify_params)["received"]:
+            return _verdict(
+                report,
+                MISCONFIGURED,
+                f"the listener hears pg_notify() but not ODOO_NOTIFY_FUNCTION = "
+                f"{function}(), which Odoo sends its NOTIFY with",
+                f"unset ODOO_NOTIFY_FUNCTION, or make {function}() call "
+                "pg_notify() with its arguments",
+            )
     if not report.round_trip["received"]:
         try:
             explanation = deafness_explanation(
@@ -425,6 +493,13 @@ def format_report(report):
                 else "; NOTHING received"
             )
         lines.append(line)
+    if report.findings:
+        lines.append("further checks:")
+        for finding in report.findings:
+            mark = "ok " if finding["exit_code"] == OK else "!! "
+            lines.append(f"  {mark}{finding['detail']}")
+            if finding["advice"]:
+                lines.append(f"      what to do: {finding['advice']}")
     if report.server_wide:
         state = "loaded" if report.server_wide["loaded"] else "NOT loaded"
         lines.append(
