@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 
 from odoo import sql_db
 from odoo.service import server
@@ -78,6 +79,8 @@ class TriggerConnectionFactory:
         auto = mode is not None and mode.configured == "auto"
         self._deaf_level = logging.WARNING if auto else logging.ERROR
         self._db_connect = original_db_connect
+        self._connections = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
 
     def cursor(self):
         connection = TriggerConnection(
@@ -91,7 +94,14 @@ class TriggerConnectionFactory:
             on_close=rearm_if_in_runner,
         )
         connection.start()
+        with self._connections_lock:
+            self._connections.add(connection)
         return TriggerCursor(connection, self._execute_through_db_host)
+
+    def connections(self):
+        """The trigger connections of this process still in use (metrics)."""
+        with self._connections_lock:
+            return [c for c in self._connections if not c.closed]
 
     def _execute_through_db_host(self, query, params):
         with self._db_connect(BUS_DATABASE).cursor() as cr:

@@ -109,6 +109,8 @@ class TriggerConnection:
         self._last_reason = None
         self._self_checks = {}
         self.connects = 0
+        #: cron triggers received (the self-check's own excluded)
+        self.triggers = 0
         self.notifies = []
         self.heard_self_check = None
 
@@ -315,6 +317,7 @@ class TriggerConnection:
                     heard.set()
             else:
                 self._inbox.append(notify)
+                self.triggers += 1
                 arrived = True
         pg.notifies.clear()
         del self._inbox[:-MAX_KEPT_NOTIFIES]

@@ -113,9 +113,12 @@ class ChannelMap(dict):
     """
 
     last_received_at = None
+    #: how many lookups core's loop made (one per channel of a batch)
+    lookups = 0
 
     def get(self, key, default=None):
         self.last_received_at = time.monotonic()
+        self.lookups += 1
         return super().get(key, default)
 
 

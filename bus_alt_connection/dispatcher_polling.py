@@ -90,15 +90,15 @@ class DispatcherPoller:
         """Poll until Odoo stops; raises when a poll fails (db_host down)."""
         first = True
         while not core_bus.stop_event.is_set():
-            self.poll_round()
-            self.supervisor.polled()
+            self.supervisor.polled(self.poll_round())
             if first:
                 first = False
                 on_polling()
             core_bus.stop_event.wait(self.interval)
 
     def poll_round(self):
-        """Poll the databases a websocket of this process is subscribed to.
+        """Poll the databases a websocket of this process is subscribed to;
+        returns how many.
 
         An idle site costs no query. A database left out loses its tracker,
         so a new subscriber gets a fresh one, whose first poll wakes every
@@ -117,6 +117,7 @@ class DispatcherPoller:
             channels += self._poll_database(name)
         if channels:
             wake_websockets(self.dispatcher, channels)
+        return len(registries)
 
     def _poll_database(self, name):
         tracker = self.trackers.get(name)

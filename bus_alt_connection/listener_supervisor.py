@@ -46,6 +46,8 @@ class ListenerState:
     last_error: str | None = None
     #: poll mode: when the last poll of every database succeeded
     last_poll_at: float | None = None
+    #: poll mode: bus.bus queries so far
+    poll_queries: int = 0
 
 
 @dataclasses.dataclass
@@ -246,8 +248,10 @@ class ListenerSupervisor:
             delay = self._on_poll_failure(error, describe, bool(polling))
             self._stop_event.wait(delay)
 
-    def polled(self):
+    def polled(self, queries=0):
+        """A poll round succeeded, with ``queries`` bus.bus queries."""
         self.state.last_poll_at = self._clock()
+        self.state.poll_queries += queries
 
     def _on_polling(self, describe):
         now = self._clock()

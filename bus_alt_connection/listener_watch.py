@@ -15,6 +15,7 @@ listener's route and connection, and core's dispatch.
   reconnects at once, instead of waiting for TCP keepalives.
 """
 
+import collections
 import dataclasses
 import json
 import logging
@@ -98,6 +99,11 @@ class ListenerWatch:
         self._on_deaf_hook = on_deaf
         self._stopped = False
         self.last_result = None
+        #: {(kind, "pass" or "fail"): count}, for metrics
+        self.counts = collections.Counter()
+        self.last_pass_at = None
+        #: seconds from NOTIFY to core's dispatch, of the last passing check
+        self.last_round_trip = None
 
     def stop(self):
         """The dispatcher no longer listens: end the watch's thread."""
@@ -155,6 +161,10 @@ class ListenerWatch:
             result.detail = self._on_deaf(kind)
         self._hearing = heard
         self.last_result = result
+        self.counts[kind, "pass" if heard else "fail"] += 1
+        if heard:
+            self.last_pass_at = result.at
+            self.last_round_trip = round(result.at - sent_at, 6)
         return result
 
     def _on_heard(self, kind, elapsed_ms):

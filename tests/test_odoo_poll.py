@@ -69,8 +69,14 @@ def test_poll_mode_health_says_poll(sandbox, odoo_server):
         listener_params=None, extra_options={"imdispatcher_mode": "poll"}
     )
     _status, body = wait_for_status(server.http_port, 200)
-    assert json.loads(body) == {"status": "pass"}
-    assert server.wait_for_log(POLLING, timeout=30)
+    assert json.loads(body) == {"status": "pass", "state": "idle"}
+    client = BusClient(server.websocket_url(), f"poll_{uuid.uuid4().hex}")
+    try:
+        assert server.wait_for_log(POLLING, timeout=30)
+        _status, body = wait_for_status(server.http_port, 200)
+        assert json.loads(body) == {"status": "pass", "state": "polling"}
+    finally:
+        client.close()
     assert "every 250 ms (imdispatcher_mode poll)" in server.log_text()
     opener = admin_opener(server.http_port, server.dbname)
     status, body = get(server.http_port, HEALTH + "/details", opener)

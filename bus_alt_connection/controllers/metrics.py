@@ -1,0 +1,78 @@
+# License AGPL-3.0 or later (https://www.gnu.org/licenses/agpl).
+import logging
+import threading
+
+from odoo import http
+from odoo.http import request
+from odoo.service import security
+from odoo.tools import config
+
+from odoo.addons.bus.models.bus import dispatch
+
+from ..cron_patch import installed_factory
+from ..dispatcher_patch import installed_supervisor
+from ..listener_metrics import (
+    ALLOW_OPTION,
+    CONTENT_TYPE,
+    address_allowed,
+    parse_allow,
+    render,
+)
+from ..listener_route import RouteConfigError
+from .health import _runs_the_dispatcher
+
+_logger = logging.getLogger(__name__)
+_bad_allow_reported = threading.Event()
+
+
+def _allowed_networks():
+    try:
+        return parse_allow(config.get(ALLOW_OPTION))
+    except RouteConfigError as error:
+        if not _bad_allow_reported.is_set():
+            _bad_allow_reported.set()
+            _logger.error(
+                "bus_alt_connection: %s; only administrators may read the metrics.",
+                error,
+            )
+        return []
+
+
+def _is_administrator():
+    """A logged-in, still valid session of a Settings administrator."""
+    uid = request.session.uid
+    env = getattr(request, "env", None)
+    if not uid or env is None:
+        return False
+    env = env(user=uid)
+    return bool(security.check_session(request.session, env)) and env.user._is_system()
+
+
+def _dispatcher_state():
+    supervisor = installed_supervisor()
+    if supervisor is None or not _runs_the_dispatcher():
+        return None
+    return {
+        "supervisor": supervisor,
+        "started": dispatch.is_alive(),
+        "channel_map": dispatch._channels_to_ws,
+    }
+
+
+class BusListenerMetrics(http.Controller):
+    @http.route(
+        "/bus_alt_connection/metrics", type="http", auth="none", save_session=False
+    )
+    def metrics(self):
+        """Prometheus: for the addresses of bus_alt_connection_metrics_allow
+        and for administrators; 403 otherwise. Only reads state."""
+        address = request.httprequest.remote_addr
+        if not (address_allowed(address, _allowed_networks()) or _is_administrator()):
+            return request.make_response(
+                "forbidden\n", headers=[("Content-Type", "text/plain")], status=403
+            )
+        factory = installed_factory()
+        body = render(
+            _dispatcher_state(), factory.connections() if factory is not None else ()
+        )
+        return request.make_response(body, headers=[("Content-Type", CONTENT_TYPE)])

@@ -1,0 +1,238 @@
+"""The listener's state in Prometheus' text format, and who may read it.
+
+Plain Python. Everything is per process: in prefork mode the gevent worker
+runs the bus dispatcher, and each cron worker its own trigger listener. The
+values only read state that the listener keeps anyway; rendering them opens
+no connection and starts nothing.
+"""
+
+import ipaddress
+import math
+import time
+
+from .listener_route import RouteConfigError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ALLOW_OPTION = "bus_alt_connection_metrics_allow"
+PREFIX = "bus_alt_connection_"
+
+
+def parse_allow(text):
+    """The networks of ``bus_alt_connection_metrics_allow`` (a, b/24, …)."""
+    networks = []
+    for part in str(text or "").split(","):
+        part = part.strip()
+        if not part or part in ("False", "false"):
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise RouteConfigError(
+                ALLOW_OPTION,
+                text,
+                "config",
+                f"has {part!r}, which is not an address or a network",
+                f"set {ALLOW_OPTION} to addresses or networks, e.g. "
+                "127.0.0.1,10.0.0.0/8",
+            ) from None
+    return networks
+
+
+def address_allowed(address, networks):
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+class Exposition:
+    """Metric families written one after the other, HELP and TYPE first."""
+
+    def __init__(self):
+        self.lines = []
+
+    def add(self, name, kind, help_text, samples):
+        """``samples``: [(labels dict, value)]; a family with none is left out."""
+        samples = list(samples)
+        if not samples:
+            return
+        self.lines.append(f"# HELP {PREFIX}{name} {help_text}")
+        self.lines.append(f"# TYPE {PREFIX}{name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
+
+    def text(self):
+        return "\n".join(self.lines) + "\n"
+
+
+def _labels(labels):
+    if not labels:
+        return ""
+    return (
+        "{"
+        + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+        + "}"
+    )
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value):
+    if value is None:
+        return "NaN"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _age(moment, now):
+    """Seconds since ``moment``; +Inf for never (alerts on "too long ago" fire)."""
+    return math.inf if moment is None else round(now - moment, 3)
+
+
+def render(dispatcher, cron_listeners=(), now=None):
+    """The exposition of this process.
+
+    :param dispatcher: None in a process that runs no dispatcher (a prefork
+        HTTP or cron worker), else a dict with ``supervisor``, ``started``
+        (core's dispatcher thread runs) and ``channel_map`` (core's map)
+    :param cron_listeners: this process's cron trigger listeners
+    """
+    now = time.monotonic() if now is None else now
+    out = Exposition()
+    out.add(
+        "dispatcher_process",
+        "gauge",
+        "1 when this process runs the bus dispatcher (a threaded server or "
+        "prefork's gevent worker)",
+        [({}, dispatcher is not None)],
+    )
+    if dispatcher is not None:
+        _bus(out, dispatcher, now)
+    _cron(out, list(cron_listeners))
+    return out.text()
+
+
+def _bus(out, dispatcher, now):
+    supervisor = dispatcher["supervisor"]
+    state, mode, watch = supervisor.state, supervisor.mode, supervisor.watch
+    route = supervisor.route() if mode.configured != "poll" else None
+    out.add(
+        "dispatcher_started",
+        "gauge",
+        "1 once the first websocket has started core's dispatcher",
+        [({}, dispatcher["started"])],
+    )
+    out.add(
+        "listener_info",
+        "gauge",
+        "the listener's modes and route (never its password)",
+        [
+            (
+                {
+                    "configured_mode": mode.configured,
+                    "mode": mode.active,
+                    "route": route.describe() if route is not None else "",
+                },
+                1,
+            )
+        ],
+    )
+    out.add(
+        "listener_up",
+        "gauge",
+        "1 while the listener (or poller) is connected",
+        [({}, state.connected)],
+    )
+    for name, value, help_text in (
+        ("listener_connects_total", state.connects, "successful connects"),
+        (
+            "listener_reconnects_total",
+            max(0, state.connects - 1),
+            "connects after the first",
+        ),
+        (
+            "listener_failed_attempts_total",
+            state.failed_attempts,
+            "failed connect attempts and lost connections",
+        ),
+        ("poll_queries_total", state.poll_queries, "poll mode: bus.bus queries"),
+    ):
+        out.add(name, "counter", help_text, [({}, value)])
+    channel_map = dispatcher["channel_map"]
+    out.add(
+        "channel_lookups_total",
+        "counter",
+        "channels core's loop looked up for the notifications it received",
+        [({}, getattr(channel_map, "lookups", 0))],
+    )
+    out.add(
+        "last_notification_age_seconds",
+        "gauge",
+        "seconds since core's loop last received a notification (+Inf: never)",
+        [({}, _age(getattr(channel_map, "last_received_at", None), now))],
+    )
+    if watch is not None:
+        _checks(out, watch, now)
+
+
+def _checks(out, watch, now):
+    out.add(
+        "checks_total",
+        "counter",
+        "self-checks and heartbeats, by result",
+        [
+            ({"kind": kind, "result": result}, watch.counts.get((kind, result), 0))
+            for kind in ("self-check", "heartbeat")
+            for result in ("pass", "fail")
+        ],
+    )
+    out.add(
+        "check_last_pass_age_seconds",
+        "gauge",
+        "seconds since a self-check or heartbeat last passed (+Inf: never)",
+        [({}, _age(watch.last_pass_at, now))],
+    )
+    out.add(
+        "check_round_trip_seconds",
+        "gauge",
+        "the last passing check's time from NOTIFY to core's dispatch",
+        [({}, watch.last_round_trip)] if watch.last_round_trip is not None else [],
+    )
+
+
+def _cron(out, listeners):
+    def per_runner(value_of):
+        return [
+            ({"runner": listener.name}, value_of(listener)) for listener in listeners
+        ]
+
+    out.add(
+        "cron_listener_up",
+        "gauge",
+        "1 while a cron runner's trigger listener is connected",
+        per_runner(lambda listener: listener.backend_pid is not None),
+    )
+    out.add(
+        "cron_listener_connects_total",
+        "counter",
+        "connects of a cron runner's trigger listener",
+        per_runner(lambda listener: listener.connects),
+    )
+    out.add(
+        "cron_triggers_total",
+        "counter",
+        "cron triggers received",
+        per_runner(lambda listener: listener.triggers),
+    )
+    out.add(
+        "cron_self_check_passed",
+        "gauge",
+        "1 when the last self-check heard Odoo's NOTIFY, 0 when not (NaN: none yet)",
+        per_runner(lambda listener: listener.heard_self_check),
+    )

@@ -1,0 +1,82 @@
+"""/bus_alt_connection/metrics through a running Odoo (ODOO_PATH, ODOO_PYTHON).
+
+Read with prometheus_client's parser, threaded and prefork, by an allowed
+address and by an administrator; everyone else gets 403, and no request
+starts a listener.
+"""
+
+import pytest
+
+from .test_listener_metrics import samples
+from .test_odoo_bus import direct_route
+from .test_odoo_health import admin_opener, get, listener_backends, websocket
+
+METRICS = "/bus_alt_connection/metrics"
+
+
+def scrape(port, opener=None):
+    status, body = get(port, METRICS, opener)
+    assert status == 200, (status, body[:500])
+    return samples(body)
+
+
+def value(got, name, **labels):
+    return got[f"bus_alt_connection_{name}", frozenset(labels.items())]
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_an_allowed_address_scrapes_every_process(sandbox, odoo_server, workers):
+    server = odoo_server(
+        listener_params=direct_route(sandbox),
+        workers=workers,
+        extra_options={
+            "bus_alt_connection_metrics_allow": "127.0.0.0/8",
+            "max_cron_threads": 1,
+        },
+    )
+    dispatcher_port = server.gevent_port if workers else server.http_port
+    for _ in range(5):
+        got = scrape(dispatcher_port)
+    assert value(got, "dispatcher_process") == 1
+    assert value(got, "dispatcher_started") == 0
+    assert listener_backends(sandbox, server) == 0, "a scrape started a listener"
+    if workers:
+        assert value(scrape(server.http_port), "dispatcher_process") == 0
+    with websocket(server):
+        server.wait_for_log(r"self-check passed", timeout=15)
+        got = scrape(dispatcher_port)
+        assert value(got, "dispatcher_started") == 1
+        assert value(got, "listener_up") == 1
+        assert value(got, "checks_total", kind="self-check", result="pass") == 1
+        assert value(got, "check_round_trip_seconds") > 0
+        assert value(got, "channel_lookups_total") >= 1
+        assert listener_backends(sandbox, server) == 1
+    if not workers:  # the threaded server's cron thread is in the same process
+        assert value(got, "cron_listener_up", runner="cron0") == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_others_get_403_and_administrators_may_read(
+    sandbox, odoo_server, odoo_database, workers
+):
+    server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
+    for _ in range(5):
+        status, body = get(server.http_port, METRICS)
+        assert (status, body) == (403, "forbidden\n")
+    assert listener_backends(sandbox, server) == 0
+    opener = admin_opener(server.http_port, odoo_database)
+    got = scrape(server.http_port, opener)
+    assert value(got, "dispatcher_process") == (0 if workers else 1)
+
+
+def test_a_bad_allow_list_is_one_error(sandbox, odoo_server):
+    server = odoo_server(
+        listener_params=direct_route(sandbox),
+        extra_options={"bus_alt_connection_metrics_allow": "127.0.0.1,localhost"},
+    )
+    for _ in range(3):
+        status, _body = get(server.http_port, METRICS)
+        assert status == 403
+    errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert "bus_alt_connection_metrics_allow" in errors[0]
