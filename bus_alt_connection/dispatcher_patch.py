@@ -30,7 +30,7 @@ from odoo.addons.bus.models import bus as core_bus
 
 from . import listen_request
 from .dispatcher_polling import DispatcherPoller, db_host_answers, describe_db_host
-from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts
+from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts, route_hears
 from .listener_connection import (
     first_line,
     interrupt_connection,
@@ -244,6 +244,10 @@ def install(settings=None, mode=None):
         max_delay=settings["reconnect_max_delay"],
         mode=mode,
         db_host_works=db_host_answers,
+        listen_works=functools.partial(
+            listen_works, timeout=settings["selfcheck_timeout"]
+        ),
+        retry_interval=settings["listen_retry_interval"],
     )
     core_loop = core_bus.ImDispatch.loop
     pollers = {}
@@ -262,7 +266,7 @@ def install(settings=None, mode=None):
         route = supervisor.route()
         if route is not None and supervisor.watch is None:
             supervisor.watch = start_watch(
-                self, route, settings, on_deaf=_auto_switch(supervisor, route)
+                self, route, settings, on_deaf=_auto_switch(supervisor, route, settings)
             )
         supervisor.run_attempt(
             lambda route, on_listening: _run_core_loop_on_route(
@@ -284,18 +288,48 @@ def install(settings=None, mode=None):
     return supervisor
 
 
-def _auto_switch(supervisor, route):
-    """auto mode: the self-check's verdict "deaf" switches to polling."""
+def _auto_switch(supervisor, route, settings):
+    """auto mode: enough failed checks in a row switch to polling."""
     if supervisor.mode.configured != "auto":
         return None
+    needed = settings["auto_failed_checks"]
 
-    def on_deaf(detail):
+    def on_deaf(detail, failures):
+        if failures < needed:
+            _logger.info(
+                "bus_alt_connection: check %d of %d failed on the listener "
+                "route %s (%s); imdispatcher_mode is auto: the bus polls after "
+                "%d failed checks in a row.",
+                failures,
+                needed,
+                route.describe(),
+                detail,
+                needed,
+            )
+            return False
         supervisor.switch_to_polling(
-            f"the self-check found that the bus listener on {route.describe()} "
-            f"receives nothing sent through db_host ({detail})"
+            f"{failures} checks in a row found that the bus listener on "
+            f"{route.describe()} receives nothing sent through db_host ({detail})"
         )
+        return True
 
     return on_deaf
+
+
+def listen_works(route, timeout):
+    """(True, detail) when a NOTIFY sent as core sends it reaches a LISTEN
+    on ``route``; auto mode tries this while it polls."""
+    try:
+        elapsed = route_hears(
+            listener_params(route),
+            lambda channel, payload: notify_through_db_host(payload, channel=channel),
+            timeout,
+        )
+    except Exception as error:
+        return False, first_line(error)
+    if elapsed is None:
+        return False, f"nothing arrived within {timeout:g} s"
+    return True, f"a NOTIFY through db_host arrived in {elapsed:.0f} ms"
 
 
 def settings_or_defaults():

@@ -87,14 +87,19 @@ class DispatcherPoller:
         self._warned = set()
 
     def run(self, on_polling):
-        """Poll until Odoo stops; raises when a poll fails (db_host down)."""
+        """Poll until Odoo stops or auto mode listens again; raises when a
+        poll fails (db_host down)."""
         first = True
-        while not core_bus.stop_event.is_set():
+        while (
+            not core_bus.stop_event.is_set() and self.supervisor.mode.active == "poll"
+        ):
             self.supervisor.polled(self.poll_round())
             if first:
                 first = False
                 on_polling()
             core_bus.stop_event.wait(self.interval)
+        # listening from now on: a later switch to polling starts afresh
+        self.trackers.clear()
 
     def poll_round(self):
         """Poll the databases a websocket of this process is subscribed to;

@@ -157,3 +157,22 @@ def notify_roundtrip(
         server_version=version,
         in_recovery=in_recovery,
     )
+
+
+def route_hears(listen_params, send_notify, timeout=5.0):
+    """Milliseconds until a NOTIFY sent by ``send_notify(channel, payload)``
+    reached a LISTEN through ``listen_params``, or None if it did not.
+
+    psycopg2 errors of the listening side propagate.
+    """
+    channel = private_channel()
+    listener = _connect(listen_params)
+    try:
+        with listener.cursor() as cr:
+            cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        sent_at = time.monotonic()
+        send_notify(channel, "[]")
+        payloads, first_at = _collect(listener, channel, 1, timeout)
+    finally:
+        listener.close()
+    return (first_at - sent_at) * 1000 if payloads else None

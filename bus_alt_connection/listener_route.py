@@ -131,6 +131,22 @@ def _parse_positive_seconds(name, text, source):
     return seconds
 
 
+def _parse_count(name, text, source):
+    try:
+        count = int(str(text).strip())
+    except (TypeError, ValueError):
+        count = 0
+    if count <= 0:
+        raise RouteConfigError(
+            name,
+            text,
+            source,
+            "is not a positive whole number",
+            f"set {name} to e.g. {SETTING_DEFAULTS[name]}",
+        )
+    return count
+
+
 def _parse_switch(name, text, source):
     if isinstance(text, bool):
         return text
@@ -204,7 +220,8 @@ ROUTE_OPTIONS = (
 
 #: ``listen``: LISTEN on the imdispatcher_db_* route (core's way);
 #: ``poll``: read new bus.bus rows through db_host, no direct route;
-#: ``auto``: listen, and poll if the self-check finds the route deaf.
+#: ``auto``: listen; poll while the route fails its checks, and try it
+#: again every ``imdispatcher_listen_retry_interval`` seconds.
 MODES = ("listen", "poll", "auto")
 
 #: How the listener behaves, apart from where it connects.
@@ -217,6 +234,15 @@ SETTING_OPTIONS = (
     ),
     RouteOption(
         "reconnect_max_delay", default=30.0, parse=_parse_positive_seconds, group=""
+    ),
+    #: auto mode: failed checks in a row before polling
+    RouteOption("auto_failed_checks", default=3, parse=_parse_count, group=""),
+    #: auto mode: while polling, how often the listener route is tried again
+    RouteOption(
+        "listen_retry_interval",
+        default=300.0,
+        parse=_parse_positive_seconds,
+        group="",
     ),
 )
 SETTING_DEFAULTS = {option.option: option.default for option in SETTING_OPTIONS}

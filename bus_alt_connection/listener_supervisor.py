@@ -9,6 +9,7 @@ back (catch-up).
 import dataclasses
 import logging
 import random
+import threading
 import time
 
 from .listener_connection import (
@@ -28,10 +29,12 @@ IDLE_WAIT = 3600.0
 #: auto mode: failed connects of a route that never worked before polling
 AUTO_SWITCH_FAILURES = FAST_RETRIES
 LISTEN_BACK_HINT = (
-    "to get LISTEN back, set imdispatcher_db_host/imdispatcher_db_port to "
-    "PostgreSQL itself or to a session-mode pool of database 'postgres' "
-    "(check with odoo-bin bus_check), then restart Odoo"
+    "for LISTEN, point imdispatcher_db_host/imdispatcher_db_port at "
+    "PostgreSQL itself or at a session-mode pool of database 'postgres' "
+    "(check with odoo-bin bus_check)"
 )
+#: auto mode: how often a polling bus tries the listener route again
+LISTEN_RETRY_INTERVAL = 300.0
 
 
 @dataclasses.dataclass
@@ -89,10 +92,15 @@ class ListenerSupervisor:
         max_delay=MAX_RETRY_DELAY,
         mode=None,
         db_host_works=None,
+        listen_works=None,
+        retry_interval=LISTEN_RETRY_INTERVAL,
     ):
         """:param mode: a ModeState (listen, as configured, by default)
         :param db_host_works: auto mode: returns whether Odoo's own route
             answers, before polling for a listener route that fails
+        :param listen_works: auto mode: ``listen_works(route)`` returns
+            (True, detail) when a NOTIFY through db_host reaches a LISTEN on
+            the route; tried every ``retry_interval`` seconds while polling
         """
         self._resolve_route = resolve_route
         self._stop_event = stop_event
@@ -107,6 +115,8 @@ class ListenerSupervisor:
         self.state = ListenerState()
         self.mode = mode or ModeState()
         self._db_host_works = db_host_works or (lambda: True)
+        self._listen_works = listen_works
+        self._retry_interval = retry_interval
         #: the ListenerWatch (self-check, heartbeat), once the glue starts it
         self.watch = None
 
@@ -167,7 +177,8 @@ class ListenerSupervisor:
         if route is None:
             if self.mode.configured == "auto":
                 self.switch_to_polling(
-                    f"the listener route cannot work: {self.state.last_error}"
+                    f"the listener route cannot work: {self.state.last_error}",
+                    level=logging.WARNING,
                 )
             else:
                 self._stop_event.wait(IDLE_WAIT)
@@ -207,22 +218,65 @@ class ListenerSupervisor:
         )
         return True
 
-    def switch_to_polling(self, reason):
-        """auto mode: poll from now on; one WARNING saying why and what to do."""
+    def switch_to_polling(self, reason, level=logging.INFO):
+        """auto mode: poll, and try the route again in the background.
+
+        ``level``: WARNING when the route's configuration cannot work (it
+        is not tried again: Odoo reads it at start), INFO otherwise.
+        """
         self.mode.active = "poll"
         self.mode.reason = f"auto-switched: {reason}"
-        self.state = ListenerState()
-        self._consecutive_failures = 0
-        self._last_logged_reason = None
+        self._reset_state()
         watch, self.watch = self.watch, None
         if watch is not None:
             watch.stop()
-        _logger.warning(
+        retry = self._listen_works is not None and self._route is not None
+        _logger.log(
+            level,
             "bus_alt_connection: %s; imdispatcher_mode is auto, so the bus now "
-            "polls bus.bus through db_host instead of listening; %s.",
+            "polls bus.bus through db_host%s; %s.",
             reason,
-            LISTEN_BACK_HINT,
+            f", and tries the listener route again every {self._retry_interval:g} "
+            "s (imdispatcher_listen_retry_interval)"
+            if retry
+            else "",
+            LISTEN_BACK_HINT if retry else LISTEN_BACK_HINT + ", then restart Odoo",
         )
+        if retry:
+            threading.Thread(
+                target=self._retry_listening,
+                name="bus_alt_connection.listen_retry",
+                daemon=True,
+            ).start()
+
+    def _retry_listening(self):
+        route = self._route
+        while self.mode.active == "poll":
+            if self._stop_event.wait(self._retry_interval):
+                return
+            works, detail = self._listen_works(route)
+            if works:
+                self.switch_to_listening(route, detail)
+                return
+            _logger.debug("bus_alt_connection: listener route still deaf: %s", detail)
+
+    def switch_to_listening(self, route, detail):
+        """auto mode: the route hears Odoo again; the poll loop ends, and
+        core's loop listens (and wakes the websockets to catch up)."""
+        self.mode.active = "listen"
+        self.mode.reason = f"auto: the listener route hears Odoo again ({detail})"
+        self._reset_state()
+        _logger.info(
+            "bus_alt_connection: the listener route %s hears what Odoo sends "
+            "again (%s); imdispatcher_mode is auto, so the bus listens again.",
+            route.describe(),
+            detail,
+        )
+
+    def _reset_state(self):
+        self.state = ListenerState()
+        self._consecutive_failures = 0
+        self._last_logged_reason = None
 
     def run_polling(self, poll_loop, catch_up, describe):
         """Run the poll loop until it fails; never raises, except on shutdown.

@@ -81,8 +81,10 @@ class ListenerWatch:
     ):
         """:param channels: core's channel -> websockets map, where each
             check subscribes its probe while it waits
-        :param on_deaf: ``on_deaf(detail)`` replaces the self-check's
-            ERROR (auto mode switches to polling)"""
+        :param on_deaf: auto mode: ``on_deaf(detail, failures)`` replaces
+            the self-check's ERROR at each failed check (``failures`` in a
+            row); it returns True when the bus switched to polling. While
+            checks fail, the next one comes ``timeout`` seconds later."""
         self.route = route
         self._channels = channels
         self._send_notify = send_notify
@@ -97,6 +99,9 @@ class ListenerWatch:
         self._hearing = None  # None: not checked since connect
         self._reported_deaf = False
         self._on_deaf_hook = on_deaf
+        #: failed checks in a row, and why (explained once per stretch)
+        self.failures = 0
+        self._deaf_detail = None
         self._stopped = False
         self.last_result = None
         #: {(kind, "pass" or "fail"): count}, for metrics
@@ -125,7 +130,10 @@ class ListenerWatch:
 
     def run(self):
         while not self._stop_event.is_set():
-            fresh = self._connected.wait(self._interval)
+            confirming = self.failures and self._on_deaf_hook is not None
+            fresh = self._connected.wait(
+                self._timeout if confirming else self._interval
+            )
             if self._stop_event.is_set() or self._stopped:
                 return
             if fresh:
@@ -165,6 +173,7 @@ class ListenerWatch:
         if heard:
             self.last_pass_at = result.at
             self.last_round_trip = round(result.at - sent_at, 6)
+            self.failures, self._deaf_detail = 0, None
         return result
 
     def _on_heard(self, kind, elapsed_ms):
@@ -179,6 +188,7 @@ class ListenerWatch:
             )
 
     def _on_deaf(self, kind):
+        self.failures += 1
         if self._hearing:
             _logger.warning(
                 "bus_alt_connection: heartbeat missed: the bus listener on %s "
@@ -191,16 +201,17 @@ class ListenerWatch:
             if connection is not None:
                 self._interrupt_listener(connection)
             return "heartbeat missed"
+        if self._on_deaf_hook is not None:
+            if self._deaf_detail is None:
+                self._deaf_detail = self._explain_deafness()
+            connection = self._connection
+            if self._on_deaf_hook(self._deaf_detail, self.failures) and connection:
+                self._interrupt_listener(connection)
+            return self._deaf_detail
         if self._reported_deaf:
             return "still deaf"
         detail = self._explain_deafness()
         self._reported_deaf = True
-        if self._on_deaf_hook is not None:
-            connection = self._connection
-            self._on_deaf_hook(detail)
-            if connection is not None:
-                self._interrupt_listener(connection)
-            return detail
         _logger.error(
             "bus_alt_connection: %s failed: the bus listener on %s "
             "received no notification sent through db_host within "

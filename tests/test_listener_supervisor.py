@@ -269,8 +269,8 @@ def test_auto_mode_polls_after_a_route_that_never_connects(caplog):
     assert supervisor.mode.reason.startswith("auto-switched: the listener route")
     switches = [r for r in caplog.records if "now polls" in r.getMessage()]
     assert len(switches) == 1
-    assert switches[0].levelno == logging.WARNING
-    assert "to get LISTEN back" in switches[0].getMessage()
+    assert switches[0].levelno == logging.INFO
+    assert "point imdispatcher_db_host" in switches[0].getMessage()
     assert SECRET not in caplog.text
 
 
@@ -416,3 +416,58 @@ def test_the_watch_is_read_once_per_use(monkeypatch, core_loop):
     supervisor, _stop, _clock = make_supervisor()
     supervisor.run_attempt(core_loop, lambda: None)
     assert watch.calls in (["lost"], ["connected"])
+
+
+def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplog):
+    tries = []
+
+    def listen_works(route):
+        tries.append(route.host)
+        return (len(tries) >= 3, f"try {len(tries)}")
+
+    stop = threading.Event()
+    supervisor = ListenerSupervisor(
+        a_route,
+        stop,
+        mode=auto_mode(),
+        listen_works=listen_works,
+        retry_interval=0.05,
+    )
+    supervisor.route()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        supervisor.switch_to_polling("three checks failed")
+        assert supervisor.mode.active == "poll"
+        deadline = threading.Event()
+        for _ in range(100):
+            if supervisor.mode.active == "listen":
+                break
+            deadline.wait(0.05)
+    stop.set()
+    assert supervisor.mode.active == "listen"
+    assert tries == ["pg-direct"] * 3
+    assert supervisor.mode.reason == "auto: the listener route hears Odoo again (try 3)"
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == [logging.INFO, logging.INFO]
+    assert "tries the listener route again every 0.05 s" in lines[0][1]
+    assert "hears what Odoo sends again (try 3)" in lines[1][1]
+
+
+def test_polling_stops_trying_once_odoo_stops():
+    tries = []
+    stop = threading.Event()
+    supervisor = ListenerSupervisor(
+        a_route,
+        stop,
+        mode=auto_mode(),
+        listen_works=lambda route: tries.append(1) or (False, "deaf"),
+        retry_interval=0.05,
+    )
+    supervisor.route()
+    supervisor.switch_to_polling("deaf")
+    threading.Event().wait(0.3)
+    stop.set()
+    threading.Event().wait(0.2)
+    counted = len(tries)
+    threading.Event().wait(0.3)
+    assert 1 <= counted == len(tries)
+    assert supervisor.mode.active == "poll"

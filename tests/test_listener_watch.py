@@ -79,7 +79,7 @@ def notifier(params):
     return send
 
 
-def make_watch(sandbox, listen_params, interrupted):
+def make_watch(sandbox, listen_params, interrupted, on_deaf=None):
     route = resolve_route({"imdispatcher_db_host": "listener-route"}, environ={})
     relay = Relay(listen_params)
     watch = ListenerWatch(
@@ -92,6 +92,7 @@ def make_watch(sandbox, listen_params, interrupted):
         stop_event=threading.Event(),
         channels=relay.subscribers,
         timeout=2,
+        on_deaf=on_deaf,
     )
     watch.listener_connected(relay.connection)
     return watch, relay
@@ -158,6 +159,35 @@ def test_a_late_answer_to_an_earlier_check_passes_no_later_one(sandbox):
     assert len(relay.held) == 2, "the second check's NOTIFY was not held"
     assert not second.ok, "a stale answer passed the check"
     assert relay.subscribers == {}, "a check left its probe subscribed"
+
+
+def test_auto_mode_hears_every_failed_check_and_switches_when_told(sandbox):
+    """The hook gets each failure in a row, and the listener is cut when
+    the hook has switched to polling. After a pass, the first miss is a
+    heartbeat's: it counts, and cuts the listener to reconnect."""
+    calls, interrupted = [], []
+
+    def on_deaf(detail, failures):
+        calls.append(failures)
+        return failures >= 3
+
+    watch, relay = make_watch(
+        sandbox, sandbox.postgres.odoo_params(), interrupted, on_deaf
+    )
+    try:
+        relay.held = []  # deaf
+        for _check in range(2):
+            assert not watch.check_once(after_connect=True).ok
+        assert (calls, interrupted) == ([1, 2], [])
+        relay.held = None  # hears again: the count starts over
+        assert watch.check_once(after_connect=False).ok
+        relay.held = []
+        for _check in range(3):
+            watch.check_once(after_connect=False)
+    finally:
+        relay.close()
+    assert calls == [1, 2, 2, 3]
+    assert interrupted == [relay.connection] * 2
 
 
 def test_unsendable_notify_is_no_verdict(sandbox):

@@ -5,18 +5,25 @@ route reaches PostgreSQL directly.
 """
 
 import json
+import re
+import threading
 import time
 import uuid
 
 import pytest
 
 from tools.odoo_harness import BusClient
+from tools.tcp_proxy import TcpProxy
 
 from .test_odoo_bus import COUNT, NOTIFICATION, errors_in
 from .test_odoo_health import HEALTH, admin_opener, get, wait_for_status
 
 POLLING = r"bus poller started"
 SWITCHED = "imdispatcher_mode is auto, so the bus now polls"
+LISTENING_AGAIN_TEXT = "imdispatcher_mode is auto, so the bus listens again"
+LISTENING_AGAIN = re.escape(LISTENING_AGAIN_TEXT)
+#: notifications sent, 0.1 s apart, while the route is fixed
+STREAM = 60
 
 
 def delivered_once(server, wait=30):
@@ -102,10 +109,62 @@ def test_auto_mode_behind_the_pooler_switches_to_polling(sandbox, odoo_server):
     log = server.log_text()
     switches = [line for line in log.splitlines() if SWITCHED in line]
     assert len(switches) == 1, switches
-    assert " WARNING " in switches[0]
-    assert "to get LISTEN back" in switches[0]
+    assert " INFO " in switches[0]
+    assert "3 checks in a row" in switches[0]
+    assert "tries the listener route again every 300 s" in switches[0]
     assert errors_in(log) == []
     assert "lost its connection" not in log
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_auto_mode_polls_while_the_route_is_deaf_and_listens_once_it_hears(
+    sandbox, odoo_server, workers
+):
+    """Deaf at start (the route leads to the transaction-mode PgBouncer),
+    then fixed (re-pointed at PostgreSQL) without a restart: every
+    notification arrives once, across both switches."""
+    proxy = TcpProxy(sandbox.pgbouncer.port).start()
+    try:
+        server = odoo_server(
+            listener_params={"host": "127.0.0.1", "port": proxy.port},
+            workers=workers,
+            extra_options={
+                "imdispatcher_mode": "auto",
+                "imdispatcher_selfcheck_timeout": 2,
+                "imdispatcher_heartbeat_interval": 5,
+                "imdispatcher_listen_retry_interval": 3,
+            },
+        )
+        channel = f"auto_{uuid.uuid4().hex}"
+        client = BusClient(server.websocket_url(), channel)
+        try:
+            assert server.wait_for_log(POLLING, timeout=90), server.log_text()[-3000:]
+            server.send_notifications(channel, COUNT, NOTIFICATION)
+            polled = client.receive(NOTIFICATION, COUNT, timeout=30)
+            assert [p["n"] for p in polled] == list(range(COUNT))
+            sender = threading.Thread(
+                target=server.send_notifications,
+                args=(channel, STREAM, NOTIFICATION + "_stream"),
+                kwargs={"pause": 0.1},
+            )
+            sender.start()
+            proxy.retarget(sandbox.postgres.port)
+            assert server.wait_for_log(LISTENING_AGAIN, timeout=60)
+            streamed = client.receive(NOTIFICATION + "_stream", STREAM, timeout=60)
+            sender.join()
+            assert [p["n"] for p in streamed] == list(range(STREAM))
+            assert client.receive(NOTIFICATION + "_stream", 1, timeout=3) == []
+            assert server.wait_for_log(r"self-check passed", timeout=30)
+            server.send_notifications(channel, COUNT, NOTIFICATION + "_after")
+            after = client.receive(NOTIFICATION + "_after", COUNT, timeout=30)
+            assert [p["n"] for p in after] == list(range(COUNT))
+        finally:
+            client.close()
+    finally:
+        proxy.stop()
+    log = server.log_text()
+    assert log.count(LISTENING_AGAIN_TEXT) == 1
+    assert errors_in(log) == []
 
 
 def transactions(sandbox, dbname):

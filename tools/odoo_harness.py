@@ -281,18 +281,23 @@ class OdooServer:
         version = bus_websocket_version(self.odoo_path)
         return f"{url}?version={version}" if version else url
 
-    def send_notifications(self, channel, count, notification_type="bus_alt_test"):
+    def send_notifications(
+        self, channel, count, notification_type="bus_alt_test", pause=0
+    ):
         """Send ``count`` bus notifications from another Odoo process.
 
         Each one is its own transaction, so core sends one NOTIFY per
-        notification, through ``db_host`` like any Odoo process would.
+        notification, through ``db_host`` like any Odoo process would;
+        ``pause`` seconds apart.
         """
         script = (
+            "import time\n"
             "for n in range(%d):\n"
             "    env['bus.bus']._sendone(%r, %r, {'n': n})\n"
-            "    env.cr.commit()\n" % (count, channel, notification_type)
+            "    env.cr.commit()\n"
+            "    time.sleep(%r)\n" % (count, channel, notification_type, pause)
         )
-        self.run_shell(script)
+        self.run_shell(script, f"shell-{notification_type}.log")
 
     def run_shell(self, script, logname="shell.log"):
         """Run ``script`` in ``odoo-bin shell`` on this server; its stdout."""

@@ -51,6 +51,10 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
 
+    def retarget(self, upstream_port):
+        """Forward new connections to ``upstream_port``; open ones stay."""
+        self.upstream = (LOOPBACK, upstream_port)
+
     def freeze(self):
         """Stop carrying bytes, and keep every connection open."""
         self._frozen.set()
