@@ -58,6 +58,9 @@ QUICK_MEASURE_S = 8.0
 SAMPLE_EVERY_S = 0.5
 SENDER_ROLE, SENDER_PASSWORD = "bench_sender", "bench-sender-pw"
 LISTENER_APP = "odoo-bus-listener-"
+CRON_LISTENER_APP = "odoo-cron-listener-"
+#: Odoo's default max_cron_threads: cron workers in prefork
+CRON_RUNNERS = 2
 
 
 # load -------------------------------------------------------------------------
@@ -120,13 +123,21 @@ def sample(monitor, pgbouncer):
     with monitor.cursor() as cr:
         cr.execute(ACTIVITY_SQL, (ODOO_USER,))
         rows = cr.fetchall()
-    counts = {"total": len(rows), "via_pgbouncer": 0, "listener": 0, "direct": 0}
+    counts = {
+        "total": len(rows),
+        "via_pgbouncer": 0,
+        "listener": 0,
+        "cron_listener": 0,
+        "direct": 0,
+    }
     by_db = {}
     for datname, app_name, client_port in rows:
         if client_port in bouncer_ports:
             counts["via_pgbouncer"] += 1
         elif (app_name or "").startswith(LISTENER_APP):
             counts["listener"] += 1
+        elif (app_name or "").startswith(CRON_LISTENER_APP):
+            counts["cron_listener"] += 1
         else:
             counts["direct"] += 1
         by_db[datname] = by_db.get(datname, 0) + 1
@@ -145,6 +156,7 @@ def summarize(samples):
         "median": statistics.median(s["total"] for s in samples) if samples else 0,
         "peak_via_pgbouncer": peak("via_pgbouncer"),
         "peak_listener": peak("listener"),
+        "peak_cron_listener": peak("cron_listener"),
         "peak_direct": peak("direct"),
         "peak_by_database": {
             db: max(s["by_database"].get(db, 0) for s in samples) for db in databases
@@ -176,6 +188,7 @@ def measure_config(sandbox, odoo, workdir, mode, workers, instances, measure_s):
             os.path.join(workdir, f"{mode.key}-{workers}-{i}"),
             mode,
             workers=workers,
+            options={"max_cron_threads": CRON_RUNNERS},
         )
         for i in range(instances)
     ]
@@ -239,6 +252,7 @@ def config_result(
         "workers": workers,
         "instances": instances,
         "websockets": WEBSOCKETS,
+        "cron_runners": CRON_RUNNERS,
         "http_requests_per_s": round(load.ok / load.elapsed, 1),
         "http_errors": load.errors,
         "notifications_committed": len(sender.times),
@@ -252,7 +266,7 @@ def config_result(
         ]
         result["pool_size"] = pool_size
         result["pgbouncer_pools"] = sorted(p["database"] for p in odoo_pools)
-        result["ceiling"] = pool_size * len(odoo_pools) + instances
+        result["ceiling"] = pool_size * len(odoo_pools) + instances * (1 + CRON_RUNNERS)
     return result
 
 
@@ -295,7 +309,8 @@ TABLE_HEADER = (
     "peak",
     "median",
     "via PgBouncer",
-    "listener",
+    "bus listener",
+    "cron listeners",
     "other direct",
     "pools",
     "ceiling",
@@ -321,6 +336,7 @@ def table_rows(rows):
             f"{r['median']:g}",
             r["peak_via_pgbouncer"],
             r["peak_listener"],
+            r.get("peak_cron_listener", "-"),
             r["peak_direct"],
             pools_cell(r),
             r.get("ceiling"),
@@ -332,14 +348,15 @@ def table_rows(rows):
 
 
 TITLE = (
-    f"PostgreSQL backends of role odoo, Odoo prefork, {WEBSOCKETS} websockets, "
-    f"{HTTP_THREADS} HTTP threads,\n{NOTIFY_RATE} notifications/s "
+    f"PostgreSQL backends of role odoo, Odoo prefork with {CRON_RUNNERS} cron "
+    f"workers, {WEBSOCKETS} websockets,\n{HTTP_THREADS} HTTP threads, "
+    f"{NOTIFY_RATE} notifications/s "
     f"(ratio: peak over '{MODES[0].key}' with the same workers and instances)"
 )
 FOOTNOTE = (
     "pools: PgBouncer's pool size x the (database, user) pools in use; "
-    "ceiling: that, plus one\nlistener per instance; peak and median over "
-    f"samples taken every {SAMPLE_EVERY_S} s."
+    "ceiling: that, plus per\ninstance one bus listener and one cron listener "
+    f"per cron runner; peak and median over samples taken every {SAMPLE_EVERY_S} s."
 )
 
 

@@ -94,8 +94,8 @@ def init_database(sandbox, odoo, workdir, dbname=DBNAME):
     return dbname
 
 
-def make_server(sandbox, odoo, workdir, mode, dbname=DBNAME, workers=0):
-    """An (unstarted) OdooServer configured as ``mode`` says."""
+def make_server(sandbox, odoo, workdir, mode, dbname=DBNAME, workers=0, options=None):
+    """An (unstarted) OdooServer configured as ``mode`` says (and ``options``)."""
     listener = None
     if mode.listener_via == "postgres":
         listener = {"host": "127.0.0.1", "port": sandbox.postgres.port}
@@ -107,7 +107,7 @@ def make_server(sandbox, odoo, workdir, mode, dbname=DBNAME, workers=0):
         listener_params=listener,
         with_addon=mode.with_addon,
         workers=workers,
-        extra_options=dict(mode.options),
+        extra_options={**dict(mode.options), **(options or {})},
     )
 
 
