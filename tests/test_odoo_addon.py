@@ -94,13 +94,11 @@ def test_installed_and_server_wide_delivers(sandbox, odoo_server, addon_database
 
 @pytest.fixture(scope="module")
 def installed_wheel(odoo_tree, tmp_path_factory):
-    """The series' wheel (``make wheels``), ``pip install --no-deps``'d.
-
-    pip puts the addon in ``<site-packages>/odoo/addons``, which a
-    pip-installed Odoo has on its addons path. The tree here is not
-    pip-installed, so the wheel goes into a target folder whose
-    ``odoo/addons`` is named in addons_path, as a pip-installed Odoo would.
-    Returns that target folder.
+    """The series' wheel (``make wheels``), ``pip install --no-deps``'d into
+    a folder that the Odoo processes have on ``sys.path`` (PYTHONPATH), as a
+    virtualenv's site-packages is: the tree here is not pip-installed, and
+    the shared virtualenv stays as it is. Odoo finds the addon there through
+    ``odoo.addons``, with no checkout on addons_path. Returns that folder.
     """
     odoo_path, _python = odoo_tree
     workdir = tmp_path_factory.mktemp("wheel")
@@ -117,22 +115,31 @@ def installed_wheel(odoo_tree, tmp_path_factory):
     return target
 
 
+def wheel_server(odoo_server, odoo_tree, installed_wheel, **kwargs):
+    odoo_path, _python = odoo_tree
+    return odoo_server(
+        addon_on_path=False,
+        extra_options={"addons_path": f"{odoo_path}/addons"},
+        environ={"PYTHONPATH": str(installed_wheel)},
+        **kwargs,
+    )
+
+
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_addon_installed_from_its_wheel_delivers(
     sandbox, odoo_server, odoo_tree, installed_wheel, workers
 ):
-    odoo_path, _python = odoo_tree
-    installed_addons = installed_wheel / "odoo" / "addons"
-    server = odoo_server(
+    server = wheel_server(
+        odoo_server,
+        odoo_tree,
+        installed_wheel,
         listener_params=direct_route(sandbox),
-        addon_on_path=False,
         workers=workers,
-        extra_options={"addons_path": f"{odoo_path}/addons,{installed_addons}"},
     )
     assert len(delivered(server)) == COUNT
     log = server.log_text()
     # the only copy of the addon Odoo can see is the installed one
-    assert str(installed_addons) in log
+    assert str(installed_wheel / "odoo" / "addons") in log
     assert str(REPO_ROOT) not in log.split("addons paths:")[1].splitlines()[0]
     assert "bus listener connected" in log
     assert errors_in(log) == []
@@ -143,19 +150,13 @@ def test_checks_run_from_the_installed_wheel(
 ):
     """``odoo-bin bus_check`` and ``python -m odoo.addons.…setup_check``."""
     odoo_path, odoo_python = odoo_tree
-    installed_addons = installed_wheel / "odoo" / "addons"
-    server = odoo_server(
-        listener_params=direct_route(sandbox),
-        addon_on_path=False,
-        extra_options={"addons_path": f"{odoo_path}/addons,{installed_addons}"},
+    server = wheel_server(
+        odoo_server, odoo_tree, installed_wheel, listener_params=direct_route(sandbox)
     )
     server.stop()
     commands = {
         "odoo-bin bus_check": server.odoo_bin(
-            f"--addons-path={odoo_path}/addons,{installed_addons}",
-            "bus_check",
-            "-c",
-            server.config_path,
+            f"--addons-path={odoo_path}/addons", "bus_check", "-c", server.config_path
         ),
         "python -m": [
             odoo_python,

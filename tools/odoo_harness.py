@@ -68,6 +68,7 @@ class OdooServer:
         workers=0,
         extra_options=None,
         addon_on_path=True,
+        environ=None,
     ):
         self.odoo_path = odoo_path
         self.odoo_python = odoo_python
@@ -79,6 +80,8 @@ class OdooServer:
         self.workers = workers
         self.extra_options = extra_options or {}
         self.addon_on_path = addon_on_path
+        #: the Odoo processes' environment, over this one's
+        self.environ = {**os.environ, **(environ or {})}
         self.http_port = free_port()
         self.gevent_port = free_port()
         self.config_path = os.path.join(workdir, "odoo.conf")
@@ -192,6 +195,7 @@ class OdooServer:
         self.write_config()
         self.process = subprocess.Popen(
             self.odoo_bin("-c", self.config_path),
+            env=self.environ,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.workdir, "stderr.log"), "w"),
             start_new_session=True,
@@ -307,6 +311,7 @@ class OdooServer:
             capture_output=True,
             text=True,
             timeout=300,
+            env=self.environ,
         )
         if result.returncode != 0:
             raise OdooHarnessError(f"odoo shell failed: {result.stderr[-2000:]}")
