@@ -40,7 +40,6 @@ CRON_RUNNERS = (
     (server.WorkerCron, "start"),
 )
 _this_thread = threading.local()
-_missed_reported = threading.Event()
 
 
 def runner_name():
@@ -56,18 +55,14 @@ def arm_trigger_request(factory):
     listen_request.arm(LISTEN_REQUEST, request)
 
 
-def _report_missed(why):
-    if _missed_reported.is_set():
-        return
-    _missed_reported.set()
-    _logger.error(
-        "bus_alt_connection: cron_trigger_redirect is on, but core's cron "
-        "runner did not open its LISTEN connection through "
-        "odoo.sql_db.db_connect('postgres') (%s): cron triggers are listened "
-        "for through db_host. Another addon may replace db_connect without "
-        "calling the one it wraps.",
-        why,
-    )
+_report_missed = listen_request.error_once(
+    _logger,
+    "bus_alt_connection: cron_trigger_redirect is on, but core's cron runner "
+    "did not open its LISTEN connection through "
+    "odoo.sql_db.db_connect('postgres') (%s): cron triggers are listened for "
+    "through db_host. Another addon may replace db_connect without calling "
+    "the one it wraps.",
+)
 
 
 class TriggerConnectionFactory:

@@ -52,7 +52,6 @@ _logger = logging.getLogger(__name__)
 _this_thread = threading.local()
 #: the kind of listen_request this glue arms
 LISTEN_REQUEST = "bus"
-_route_unused_reported = threading.Event()
 
 
 class _ListenerTarget:
@@ -165,18 +164,14 @@ def _run_core_loop_on_route(core_loop, dispatcher, route, on_listening):
         )
 
 
-def _report_route_unused(why):
-    if _route_unused_reported.is_set():
-        return
-    _route_unused_reported.set()
-    _logger.error(
-        "bus_alt_connection: core's bus dispatcher did not open its LISTEN "
-        "connection through odoo.sql_db.db_connect('postgres') (%s): the "
-        "imdispatcher_db_* route is not in use and the bus listens through "
-        "db_host. Another addon may replace db_connect without calling the "
-        "one it wraps, or this Odoo opens its LISTEN differently.",
-        why,
-    )
+_report_route_unused = listen_request.error_once(
+    _logger,
+    "bus_alt_connection: core's bus dispatcher did not open its LISTEN "
+    "connection through odoo.sql_db.db_connect('postgres') (%s): the "
+    "imdispatcher_db_* route is not in use and the bus listens through "
+    "db_host. Another addon may replace db_connect without calling the one it "
+    "wraps, or this Odoo opens its LISTEN differently.",
+)
 
 
 def wake_all_websockets(dispatcher):

@@ -87,3 +87,16 @@ def disarm(kind, why=None):
         request._settle("cancelled")
     else:
         request.miss(why)
+
+
+def error_once(logger, message):
+    """An ``on_missed`` that logs ``message % why`` as one ERROR per process."""
+    reported = threading.Event()
+
+    def on_missed(why):
+        if not reported.is_set():
+            reported.set()
+            logger.error(message, why)
+
+    on_missed.reported = reported
+    return on_missed

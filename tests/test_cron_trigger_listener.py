@@ -86,9 +86,20 @@ class Runner:
             time.sleep(0.05)
         return False
 
+    def hears(self, sandbox, payload):
+        """True when ``payload``, sent through PgBouncer, reaches the runner."""
+        notify(sandbox, "cron_trigger", payload)
+        return self.wait_for(payload)
+
     def stop(self):
         self._stop.set()
         self._thread.join(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
 
 @pytest.fixture
@@ -135,12 +146,8 @@ def test_direct_route_hears_triggers_sent_through_pgbouncer(sandbox, trigger, ca
     assert in_recovery is False
     assert wait_until(lambda: connection.heard_self_check is not None)
     assert connection.heard_self_check is True
-    runner = Runner(connection)
-    try:
-        notify(sandbox, "cron_trigger", "db_a")
-        assert runner.wait_for("db_a")
-    finally:
-        runner.stop()
+    with Runner(connection) as runner:
+        assert runner.hears(sandbox, "db_a")
     assert not any(p.startswith(SELF_CHECK_PREFIX) for p in runner.payloads)
     assert "hears Odoo's NOTIFY" in caplog.text
 
@@ -178,8 +185,7 @@ def test_lost_connection_reconnects_and_wakes_the_runner(sandbox, trigger, caplo
         sandbox.postgres.execute("SELECT pg_terminate_backend(%s)", (backend,))
         assert wait_until(lambda: connection.connects == 2), caplog.text
         assert connection.backend_pid != backend
-        notify(sandbox, "cron_trigger", "db_after")
-        assert runner.wait_for("db_after")
+        assert runner.hears(sandbox, "db_after")
     finally:
         runner.stop()
     assert "lost its connection" in caplog.text
@@ -201,8 +207,7 @@ def test_route_down_at_start_then_up(sandbox, trigger, caplog):
     proxy.start()
     try:
         assert wait_until(lambda: connection.connects == 1, timeout=15)
-        notify(sandbox, "cron_trigger", "db_late")
-        assert runner.wait_for("db_late")
+        assert runner.hears(sandbox, "db_late")
     finally:
         runner.stop()
         proxy.stop()
@@ -262,9 +267,5 @@ def test_a_flood_of_triggers_never_blocks_the_runner(sandbox, trigger):
     polled.join(20)
     assert not polled.is_alive(), "the runner's poll() blocked after the flood"
     assert connection.notifies, "the flood never reached the runner"
-    runner = Runner(connection)
-    try:
-        notify(sandbox, "cron_trigger", "after_the_flood")
-        assert runner.wait_for("after_the_flood")
-    finally:
-        runner.stop()
+    with Runner(connection) as runner:
+        assert runner.hears(sandbox, "after_the_flood")

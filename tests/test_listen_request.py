@@ -1,5 +1,6 @@
 """One-shot, per-thread requests for core's LISTEN connections, without Odoo."""
 
+import logging
 import threading
 
 from bus_alt_connection import listen_request
@@ -57,3 +58,14 @@ def test_requests_belong_to_their_thread_and_kind():
     assert seen == [None]
     assert listen_request.take("cron", "postgres") == "our route"
     assert missed == []
+
+
+def test_error_once_logs_one_error_per_process(caplog):
+    logger = logging.getLogger("bus_alt_connection.test")
+    on_missed = listen_request.error_once(logger, "route not in use (%s)")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        on_missed("first")
+        on_missed("second")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "route not in use (first)")
+    ]

@@ -1,14 +1,13 @@
 """The check's further findings, each on a real server set up that way."""
 
 import contextlib
-import tempfile
 
 import pytest
 
 from bus_alt_connection.setup_check import MISCONFIGURED, OK, check_setup
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
-from .test_setup_check import site_config
+from .test_setup_check import check_on_a_standby, site_config
 
 
 def finding(report, name):
@@ -106,19 +105,9 @@ def test_pgbouncer_session_alias_without_client_timeout_passes(sandbox):
 
 
 def test_route_on_db_replica_host_is_flagged(sandbox):
-    standby = sandbox.postgres.make_standby(
-        tempfile.mkdtemp(prefix="standby-", dir=sandbox.workdir)
+    report = check_on_a_standby(
+        sandbox, db_replica_host="127.0.0.1", db_replica_port="{port}"
     )
-    try:
-        config = site_config(
-            sandbox,
-            imdispatcher_db_port=str(standby.port),
-            db_replica_host="127.0.0.1",
-            db_replica_port=str(standby.port),
-        )
-        report = check_setup(config, environ={})
-    finally:
-        standby.stop(mode="immediate")
     assert report.exit_code == MISCONFIGURED
     assert "db_replica_host" in report.verdict
     assert "a standby refuses LISTEN" in report.verdict

@@ -26,6 +26,8 @@ from tools.cron_probe import (
 from tools.notify_flood import flood
 from tools.odoo_harness import OdooServer
 
+from .test_cron_trigger_listener import wait_until
+
 #: Far below core's polling round (60 s), far above a LISTEN wake-up.
 PROMPT = 20
 #: Core's polling round plus slack (a busy machine).
@@ -178,12 +180,3 @@ def test_a_flood_of_triggers_during_a_long_job_keeps_the_runner_prompt(
     delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
     assert delay is not None, "no triggered job started after the flood"
     assert "Traceback" not in server.log_text()
-
-
-def wait_until(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False

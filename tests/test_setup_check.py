@@ -138,15 +138,25 @@ def test_db_host_wrong_password(sandbox):
     assert "authentication failed" in report.verdict  # PgBouncer says SASL
 
 
-def test_route_to_a_standby(sandbox):
+def check_on_a_standby(sandbox, **options):
+    """The check, with the route on a fresh standby of the sandbox."""
     standby = sandbox.postgres.make_standby(
         tempfile.mkdtemp(prefix="standby-", dir=sandbox.workdir)
     )
     try:
-        config = site_config(sandbox, imdispatcher_db_port=str(standby.port))
-        report = check_setup(config, environ={})
+        port = str(standby.port)
+        config = site_config(
+            sandbox,
+            imdispatcher_db_port=port,
+            **{name: value.format(port=port) for name, value in options.items()},
+        )
+        return check_setup(config, environ={})
     finally:
         standby.stop(mode="immediate")
+
+
+def test_route_to_a_standby(sandbox):
+    report = check_on_a_standby(sandbox)
     assert report.exit_code == MISCONFIGURED
     assert "standby" in report.advice
     assert "read-write" in report.advice

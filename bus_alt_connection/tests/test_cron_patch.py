@@ -41,7 +41,7 @@ class TestCronPatch(TransactionCase):
         self.assertIsInstance(another_addons_db_connect("postgres"), sql_db.Connection)
 
     def test_a_runner_connecting_elsewhere_first_is_reported(self):
-        cron_patch._missed_reported.clear()
+        cron_patch._report_missed.reported.clear()
         cron_patch.arm_trigger_request(self.factory)
         with self.assertLogs(cron_patch.__name__, "ERROR") as logged:
             connection = sql_db.db_connect(self.env.cr.dbname)

@@ -106,7 +106,7 @@ class TestDispatcherPatch(TransactionCase):
 
     def test_a_core_loop_that_does_not_take_the_route_is_reported(self):
         route = resolve_route(config, environ={})
-        dispatcher_patch._route_unused_reported.clear()
+        dispatcher_patch._report_route_unused.reported.clear()
         with self.assertLogs(dispatcher_patch.__name__, "ERROR") as logged:
             dispatcher_patch._run_core_loop_on_route(
                 lambda dispatcher: None, None, route, lambda connection: None
