@@ -24,7 +24,7 @@ from tools.cron_probe import (
     wait_for_run,
 )
 from tools.notify_flood import flood
-from tools.odoo_harness import OdooServer
+from tools.odoo_harness import BusClient, OdooServer
 
 from .test_cron_trigger_listener import wait_until
 
@@ -180,3 +180,53 @@ def test_a_flood_of_triggers_during_a_long_job_keeps_the_runner_prompt(
     delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
     assert delay is not None, "no triggered job started after the flood"
     assert "Traceback" not in server.log_text()
+
+
+TEST_ADDONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "odoo_addons")
+#: another server-wide addon that wraps odoo.sql_db.db_connect after ours
+WRAPPER = (TEST_ADDONS, "bus_alt_test_db_connect_wrapper")
+CRON_NOT_REDIRECTED = "cron_trigger_redirect is on, but core's cron runner did not"
+BUS_NOT_ROUTED = "core's bus dispatcher did not open its LISTEN connection"
+
+
+def wrapped_server(sandbox, odoo_server, workers, environ=None):
+    return odoo_server(
+        listener_params={"host": "127.0.0.1", "port": sandbox.postgres.port},
+        workers=workers,
+        extra_options={"max_cron_threads": 1},
+        more_addons=[WRAPPER],
+        environ=environ,
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_another_addon_wrapping_db_connect_keeps_the_redirect(
+    sandbox, odoo_server, probe_cron, workers
+):
+    server = wrapped_server(sandbox, odoo_server, workers)
+    assert server.wait_for_log(LISTENER_READY, timeout=60), server.log_text()[-3000:]
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is not None, "the triggered job did not start promptly"
+    assert " ERROR " not in server.log_text()
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_an_addon_bypassing_our_db_connect_is_one_error_each(
+    sandbox, odoo_server, workers
+):
+    """Core's LISTEN connections then skip our routes: the bus's and the
+    cron runner's each say so, once, instead of silently listening through
+    the pooler."""
+    server = wrapped_server(
+        sandbox, odoo_server, workers, environ={"BUS_ALT_TEST_BYPASS": "1"}
+    )
+    client = BusClient(server.websocket_url(), "bypassed")
+    try:
+        assert server.wait_for_log(CRON_NOT_REDIRECTED, timeout=60)
+        assert server.wait_for_log(BUS_NOT_ROUTED, timeout=60)
+    finally:
+        client.close()
+    errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
+    assert len(errors) == 2, errors
+    assert sum(CRON_NOT_REDIRECTED in line for line in errors) == 1
+    assert sum(BUS_NOT_ROUTED in line for line in errors) == 1

@@ -69,7 +69,10 @@ class OdooServer:
         extra_options=None,
         addon_on_path=True,
         environ=None,
+        more_addons=(),
     ):
+        """:param more_addons: (folder, module) of other server-wide addons,
+        loaded after this one"""
         self.odoo_path = odoo_path
         self.odoo_python = odoo_python
         self.workdir = workdir
@@ -82,6 +85,7 @@ class OdooServer:
         self.addon_on_path = addon_on_path
         #: the Odoo processes' environment, over this one's
         self.environ = {**os.environ, **(environ or {})}
+        self.more_addons = list(more_addons)
         self.http_port = free_port()
         self.gevent_port = free_port()
         self.config_path = os.path.join(workdir, "odoo.conf")
@@ -106,10 +110,12 @@ class OdooServer:
 
     def options(self):
         modules = ["base", "web"] + ([ADDON_NAME] if self.with_addon else [])
+        modules += [module for _folder, module in self.more_addons]
         options = {
             "addons_path": ",".join(
                 [f"{self.odoo_path}/addons"]
                 + ([self.addon_dir] if self.addon_on_path else [])
+                + [folder for folder, _module in self.more_addons]
             ),
             "data_dir": os.path.join(self.workdir, "data"),
             "db_host": self.db_params["host"],
