@@ -131,22 +131,6 @@ def _parse_positive_seconds(name, text, source):
     return seconds
 
 
-def _parse_count(name, text, source):
-    try:
-        count = int(str(text).strip())
-    except (TypeError, ValueError):
-        count = 0
-    if count <= 0:
-        raise RouteConfigError(
-            name,
-            text,
-            source,
-            "is not a positive whole number",
-            f"set {name} to e.g. {SETTING_DEFAULTS[name]}",
-        )
-    return count
-
-
 def _parse_switch(name, text, source):
     if isinstance(text, bool):
         return text
@@ -160,20 +144,29 @@ def _parse_switch(name, text, source):
     )
 
 
-def _parse_milliseconds(name, text, source):
-    try:
-        milliseconds = int(str(text).strip())
-    except (TypeError, ValueError):
-        milliseconds = 0
-    if milliseconds <= 0:
-        raise RouteConfigError(
-            name,
-            text,
-            source,
-            "is not a positive whole number of milliseconds",
-            f"set {name} to e.g. 250",
-        )
-    return milliseconds
+def _positive_whole(what):
+    """A parser of whole numbers above 0; ``what`` names them in the error."""
+
+    def parse(name, text, source):
+        try:
+            number = int(str(text).strip())
+        except (TypeError, ValueError):
+            number = 0
+        if number <= 0:
+            raise RouteConfigError(
+                name,
+                text,
+                source,
+                f"is not a positive whole {what}",
+                f"set {name} to e.g. {SETTING_DEFAULTS[name]}",
+            )
+        return number
+
+    return parse
+
+
+_parse_milliseconds = _positive_whole("number of milliseconds")
+_parse_count = _positive_whole("number")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -274,6 +274,8 @@ def test_mode_and_poll_interval_from_config_and_environment():
         ("imdispatcher_selfcheck_timeout", "0", "more than 0 seconds"),
         ("imdispatcher_selfcheck_timeout", "-1", "is not a number of seconds"),
         ("imdispatcher_heartbeat_interval", "-1", "is not a number of seconds"),
+        ("imdispatcher_auto_failed_checks", "0", "is not a positive whole number"),
+        ("imdispatcher_listen_retry_interval", "0", "more than 0 seconds"),
     ],
 )
 def test_bad_mode_or_interval_names_the_option(option, value, expected_words):
