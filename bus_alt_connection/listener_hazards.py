@@ -200,7 +200,7 @@ def direct_connections(config, cron_redirected):
     return BUS_LISTENERS_PER_INSTANCE + (cron_runners if cron_redirected else 0)
 
 
-def connection_room(connection, config, cron_redirected, instances=1):
+def connection_room(connection, config, cron_redirected):
     """PostgreSQL's free connections against what the route will hold."""
     with connection.cursor() as cr:
         cr.execute(
@@ -220,7 +220,7 @@ def connection_room(connection, config, cron_redirected, instances=1):
         + f"); PostgreSQL has {free} free of max_connections {maximum} "
         f"({reserved} reserved for superusers, {used} in use)"
     )
-    if free < per_instance * instances:
+    if free < per_instance:
         return Finding(
             "max_connections",
             MISCONFIGURED,

@@ -241,7 +241,7 @@ def check_listening(report, config, environ=None):
             report, _failure_code(options), "the listener route fails", reason
         )
     _judge(report, route, notify_params, function)
-    return check_hazards(report, config, route, environ)
+    return check_hazards(report, config, route, function, environ)
 
 
 def notify_function(environ=None):
@@ -250,7 +250,7 @@ def notify_function(environ=None):
     return environ.get("ODOO_NOTIFY_FUNCTION") or DEFAULT_NOTIFY_FUNCTION
 
 
-def check_hazards(report, config, route, environ=None):
+def check_hazards(report, config, route, function, environ=None):
     """Findings beyond the round trip; the worst decides an OK verdict."""
     try:
         cron_redirected = route.configured and cron_redirect_enabled(config, environ)
@@ -261,7 +261,6 @@ def check_hazards(report, config, route, environ=None):
                 "hazards", OK, f"the further checks could not run: {first_line(error)}"
             )
         ]
-    function = notify_function(environ)
     if function != DEFAULT_NOTIFY_FUNCTION:
         findings.insert(
             0,
