@@ -90,7 +90,8 @@ def disarm(kind, why=None):
 
 
 def error_once(logger, message):
-    """An ``on_missed`` that logs ``message % why`` as one ERROR per process."""
+    """``report(why)`` logs ``message % why`` as one ERROR per process: an
+    ``on_missed``, or any once-only complaint of the glue."""
     reported = threading.Event()
 
     def on_missed(why):

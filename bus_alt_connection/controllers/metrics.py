@@ -1,6 +1,5 @@
 # License AGPL-3.0 or later (https://www.gnu.org/licenses/agpl).
 import logging
-import threading
 
 from odoo import http
 from odoo.http import request
@@ -11,6 +10,7 @@ from odoo.addons.bus.models.bus import dispatch
 
 from ..cron_patch import installed_factory
 from ..dispatcher_patch import installed_supervisor
+from ..listen_request import error_once
 from ..listener_metrics import (
     ALLOW_OPTION,
     CONTENT_TYPE,
@@ -22,19 +22,16 @@ from ..listener_route import RouteConfigError
 from .health import _runs_the_dispatcher
 
 _logger = logging.getLogger(__name__)
-_bad_allow_reported = threading.Event()
+_report_bad_allow = error_once(
+    _logger, "bus_alt_connection: %s; only administrators may read the metrics."
+)
 
 
 def _allowed_networks():
     try:
         return parse_allow(config.get(ALLOW_OPTION))
     except RouteConfigError as error:
-        if not _bad_allow_reported.is_set():
-            _bad_allow_reported.set()
-            _logger.error(
-                "bus_alt_connection: %s; only administrators may read the metrics.",
-                error,
-            )
+        _report_bad_allow(error)
         return []
 
 
