@@ -9,7 +9,7 @@ process of its own:
 
 * ``listen`` (baseline): LISTEN on the direct route, what the addon does
   in listen mode;
-* ``poll``: the addon's own ``BusPoller`` (``bus_alt_connection.bus_poller``)
+* ``poll``: the addon's own ``BusPoller`` (``bus_alt_connection.lib.polling``)
   through the transaction-mode PgBouncer every ``--interval`` ms (250, the
   default of ``imdispatcher_poll_interval``), waiting the interval after
   each poll like the addon's dispatcher.
@@ -30,7 +30,7 @@ import time
 
 import psycopg2
 
-from bus_alt_connection.bus_poller import BusPoller
+from bus_alt_connection.lib.polling import BusPoller
 from tools.pg_sandbox import Sandbox
 
 from . import latency

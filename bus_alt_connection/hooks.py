@@ -1,8 +1,8 @@
-from . import cron_patch, dispatcher_patch
+from .patches import bus_dispatcher, cron_runner
 
 
 def post_load():
     """Runs once per process when Odoo loads the addon (server-wide or not)."""
-    settings, mode = dispatcher_patch.settings_or_defaults()
-    dispatcher_patch.install(settings, mode)
-    cron_patch.install(settings, mode)
+    settings, mode = bus_dispatcher.settings_or_defaults()
+    bus_dispatcher.install(settings, mode)
+    cron_runner.install(settings, mode)

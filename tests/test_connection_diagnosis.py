@@ -7,11 +7,11 @@ import tempfile
 import psycopg2
 import pytest
 
-from bus_alt_connection.listener_connection import (
+from bus_alt_connection.lib.route.config import resolve_route
+from bus_alt_connection.lib.route.connection import (
     diagnose_connection_error,
     listener_params,
 )
-from bus_alt_connection.listener_route import resolve_route
 
 SECRET = "do-not-log-this-pw"
 
@@ -123,7 +123,7 @@ def test_terminated_backend_is_explained(sandbox):
 
 
 def test_standby_is_refused_before_listen(sandbox):
-    from bus_alt_connection.listener_connection import StandbyRoute, refuse_standby
+    from bus_alt_connection.lib.route.connection import StandbyRoute, refuse_standby
 
     standby = sandbox.postgres.make_standby(
         tempfile.mkdtemp(prefix="standby-", dir=sandbox.workdir)

@@ -13,16 +13,16 @@ import time
 import psycopg2
 import pytest
 
-from bus_alt_connection.cron_trigger_listener import (
+from bus_alt_connection.lib.listener.cron import (
     SELF_CHECK_PREFIX,
     TriggerConnection,
     TriggerCursor,
 )
-from bus_alt_connection.listener_route import resolve_cron_route
+from bus_alt_connection.lib.route.config import resolve_cron_route
 from tools.notify_flood import flood
 from tools.tcp_proxy import TcpProxy
 
-LOGGER = "bus_alt_connection.cron_trigger_listener"
+LOGGER = "bus_alt_connection.lib.listener.cron"
 
 
 def cron_route(sandbox, port):

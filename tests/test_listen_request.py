@@ -3,8 +3,8 @@
 import logging
 import threading
 
-from bus_alt_connection import listen_request
-from bus_alt_connection.listen_request import ListenRequest
+from bus_alt_connection.lib.listener import listen_request
+from bus_alt_connection.lib.listener.listen_request import ListenRequest
 
 
 def armed(kind="bus", timeout=30.0):

@@ -1,8 +1,8 @@
 """The problem and the fix, on a real PostgreSQL and a real PgBouncer."""
 
-from bus_alt_connection.listen_probe import notify_roundtrip
-from bus_alt_connection.listener_connection import listener_params
-from bus_alt_connection.listener_route import resolve_route
+from bus_alt_connection.lib.check.probe import notify_roundtrip
+from bus_alt_connection.lib.route.config import resolve_route
+from bus_alt_connection.lib.route.connection import listener_params
 
 
 def odoo_config(sandbox, **options):

@@ -8,13 +8,13 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus_alt_connection.listener_metrics import (
+from bus_alt_connection.lib.listener.watch import ListenerWatch
+from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
+from bus_alt_connection.lib.status.metrics import (
     address_allowed,
     parse_allow,
     render,
 )
-from bus_alt_connection.listener_route import RouteConfigError, resolve_route
-from bus_alt_connection.listener_watch import ListenerWatch
 
 from .test_listener_supervisor import listens_then_stops, make_supervisor
 

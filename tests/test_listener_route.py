@@ -4,8 +4,7 @@ import logging
 
 import pytest
 
-from bus_alt_connection.listener_connection import listener_params
-from bus_alt_connection.listener_route import (
+from bus_alt_connection.lib.route.config import (
     BUS_DATABASE,
     RouteConfigError,
     cron_redirect_enabled,
@@ -14,6 +13,7 @@ from bus_alt_connection.listener_route import (
     resolve_setting_values,
     resolve_settings,
 )
+from bus_alt_connection.lib.route.connection import listener_params
 
 ODOO_CONFIG = {
     "db_host": "pgbouncer.internal",

@@ -10,9 +10,7 @@ import threading
 import psycopg2
 import pytest
 
-from bus_alt_connection.listener_health import health_report, idle_report, public_body
-from bus_alt_connection.listener_route import RouteConfigError, resolve_route
-from bus_alt_connection.listener_supervisor import (
+from bus_alt_connection.lib.listener.bus import (
     AUTO_SWITCH_FAILURES,
     FAST_RETRIES,
     IDLE_WAIT,
@@ -20,8 +18,10 @@ from bus_alt_connection.listener_supervisor import (
     ModeState,
     retry_delay,
 )
+from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
+from bus_alt_connection.lib.status.health import health_report, idle_report, public_body
 
-LOGGER = "bus_alt_connection.listener_supervisor"
+LOGGER = "bus_alt_connection.lib.listener.bus"
 SECRET = "never-log-me"
 
 

@@ -13,14 +13,14 @@ import threading
 import psycopg2
 import pytest
 
-from bus_alt_connection.listen_probe import route_facts
-from bus_alt_connection.listener_route import resolve_route
-from bus_alt_connection.listener_watch import (
+from bus_alt_connection.lib.check.probe import route_facts
+from bus_alt_connection.lib.listener.watch import (
     ListenerWatch,
     deafness_explanation,
 )
+from bus_alt_connection.lib.route.config import resolve_route
 
-LOGGER = "bus_alt_connection.listener_watch"
+LOGGER = "bus_alt_connection.lib.listener.watch"
 
 
 class Relay:

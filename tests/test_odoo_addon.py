@@ -148,7 +148,7 @@ def test_addon_installed_from_its_wheel_delivers(
 def test_checks_run_from_the_installed_wheel(
     sandbox, odoo_server, odoo_tree, installed_wheel
 ):
-    """``odoo-bin bus_check`` and ``python -m odoo.addons.…setup_check``."""
+    """``odoo-bin bus_check`` and ``python -m odoo.addons.…lib.check``."""
     odoo_path, odoo_python = odoo_tree
     server = wheel_server(
         odoo_server, odoo_tree, installed_wheel, listener_params=direct_route(sandbox)
@@ -161,7 +161,7 @@ def test_checks_run_from_the_installed_wheel(
         "python -m": [
             odoo_python,
             "-m",
-            "odoo.addons.bus_alt_connection.setup_check",
+            "odoo.addons.bus_alt_connection.lib.check",
             "-c",
             server.config_path,
         ],

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from bus_alt_connection.listener_health import NOT_THE_DISPATCHER
+from bus_alt_connection.lib.status.health import NOT_THE_DISPATCHER
 from tools.odoo_harness import BusClient
 from tools.pg_sandbox import LOOPBACK
 from tools.tcp_proxy import TcpProxy

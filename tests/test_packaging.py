@@ -41,7 +41,9 @@ NEEDED = (
     "__manifest__.py",
     "README.rst",
     "hooks.py",
-    "setup_check.py",
+    "lib/check/__main__.py",
+    "lib/check/setup.py",
+    "patches/bus_dispatcher.py",
     "cli/__init__.py",
     "cli/bus_check.py",
     "controllers/__init__.py",
@@ -141,6 +143,6 @@ def test_copy_for_another_series_changes_only_the_version(tmp_path, series):
     assert copied.pop("version") == series + ".2.0.0"
     original.pop("version")
     assert copied == original
-    with open(os.path.join(target, "dispatcher_patch.py")) as handle:
-        with open(os.path.join(ADDON_DIR, "dispatcher_patch.py")) as source:
+    with open(os.path.join(target, "patches", "bus_dispatcher.py")) as handle:
+        with open(os.path.join(ADDON_DIR, "patches", "bus_dispatcher.py")) as source:
             assert handle.read() == source.read()

@@ -10,18 +10,18 @@ import logging
 import psycopg2
 import pytest
 
-from bus_alt_connection.cron_trigger_listener import TriggerConnection, TriggerCursor
-from bus_alt_connection.listener_connection import (
-    diagnose_connection_error,
-    listener_params,
-)
-from bus_alt_connection.listener_route import (
+from bus_alt_connection.lib.listener.bus import ListenerSupervisor
+from bus_alt_connection.lib.listener.cron import TriggerConnection, TriggerCursor
+from bus_alt_connection.lib.route.config import (
     ROUTE_OPTIONS,
     RouteConfigError,
     resolve_cron_route,
     resolve_route,
 )
-from bus_alt_connection.listener_supervisor import ListenerSupervisor
+from bus_alt_connection.lib.route.connection import (
+    diagnose_connection_error,
+    listener_params,
+)
 
 SECRET = "pw-that-never-shows-7f3a"
 

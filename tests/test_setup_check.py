@@ -9,8 +9,8 @@ import tempfile
 import psycopg2
 import pytest
 
-from bus_alt_connection import setup_check
-from bus_alt_connection.setup_check import (
+from bus_alt_connection.lib.check import setup as setup_check
+from bus_alt_connection.lib.check.setup import (
     MISCONFIGURED,
     OK,
     UNREACHABLE,

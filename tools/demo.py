@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 
-from bus_alt_connection.listen_probe import notify_roundtrip
-from bus_alt_connection.listener_connection import listener_params
-from bus_alt_connection.listener_route import resolve_route
+from bus_alt_connection.lib.check.probe import notify_roundtrip
+from bus_alt_connection.lib.route.config import resolve_route
+from bus_alt_connection.lib.route.connection import listener_params
 
 from .odoo_harness import BusClient, OdooServer, odoo_from_environment, odoo_series
 from .pg_sandbox import Sandbox

@@ -11,7 +11,7 @@ from odoo.cli import Command
 from odoo.tools import config
 
 # absolute on purpose: 19.0 imports this file as odoo.cli.bus_check
-from odoo.addons.bus_alt_connection.setup_check import (  # pylint: disable=odoo-addons-relative-import
+from odoo.addons.bus_alt_connection.lib.check.setup import (  # pylint: disable=odoo-addons-relative-import
     check_setup,
     emit,
 )

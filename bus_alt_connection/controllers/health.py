@@ -8,14 +8,14 @@ from odoo.tools import config
 
 from odoo.addons.bus.models.bus import dispatch
 
-from ..dispatcher_patch import installed_supervisor
-from ..listener_health import (
+from ..lib.status.health import (
     NOT_INSTALLED,
     NOT_THE_DISPATCHER,
     health_report,
     idle_report,
     public_body,
 )
+from ..patches.bus_dispatcher import installed_supervisor
 
 
 def _runs_the_dispatcher():

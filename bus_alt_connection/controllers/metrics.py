@@ -8,17 +8,17 @@ from odoo.tools import config
 
 from odoo.addons.bus.models.bus import dispatch
 
-from ..cron_patch import installed_factory
-from ..dispatcher_patch import installed_supervisor
-from ..listen_request import error_once
-from ..listener_metrics import (
+from ..lib.listener.listen_request import error_once
+from ..lib.route.config import RouteConfigError
+from ..lib.status.metrics import (
     ALLOW_OPTION,
     CONTENT_TYPE,
     address_allowed,
     parse_allow,
     render,
 )
-from ..listener_route import RouteConfigError
+from ..patches.bus_dispatcher import installed_supervisor
+from ..patches.cron_runner import installed_factory
 from .health import _runs_the_dispatcher
 
 _logger = logging.getLogger(__name__)

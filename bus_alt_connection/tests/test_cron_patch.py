@@ -3,7 +3,8 @@ from odoo import sql_db
 from odoo.service import server
 from odoo.tests.common import TransactionCase
 
-from .. import cron_patch, dispatcher_patch, listen_request
+from ..lib.listener import listen_request
+from ..patches import bus_dispatcher, cron_runner
 
 
 class TestCronPatch(TransactionCase):
@@ -11,18 +12,18 @@ class TestCronPatch(TransactionCase):
     def setUpClass(cls):
         super().setUpClass()
         # see test_dispatcher_patch: install() is idempotent
-        settings, mode = dispatcher_patch.settings_or_defaults()
-        dispatcher_patch.install(settings, mode)
-        cron_patch.install(settings, mode)
-        cls.factory = cron_patch.installed_factory()
+        settings, mode = bus_dispatcher.settings_or_defaults()
+        bus_dispatcher.install(settings, mode)
+        cron_runner.install(settings, mode)
+        cls.factory = cron_runner.installed_factory()
 
     def tearDown(self):
-        listen_request.disarm(cron_patch.LISTEN_REQUEST)
+        listen_request.disarm(cron_runner.LISTEN_REQUEST)
         super().tearDown()
 
     def test_cores_runners_are_wrapped(self):
-        self.assertIsInstance(self.factory, cron_patch.TriggerConnectionFactory)
-        for cls, name in cron_patch.CRON_RUNNERS:
+        self.assertIsInstance(self.factory, cron_runner.TriggerConnectionFactory)
+        for cls, name in cron_runner.CRON_RUNNERS:
             runner = getattr(cls, name)
             self.assertIs(runner.bus_alt_connection_cron, self.factory)
             self.assertEqual(runner.__wrapped__.__module__, server.__name__)
@@ -35,15 +36,15 @@ class TestCronPatch(TransactionCase):
         def another_addons_db_connect(to, *args, **kwargs):
             return sql_db.db_connect(to, *args, **kwargs)
 
-        cron_patch.arm_trigger_request(self.factory)
+        cron_runner.arm_trigger_request(self.factory)
         self.assertIs(another_addons_db_connect("postgres"), self.factory)
         # one-shot: the runner's next connections are Odoo's
         self.assertIsInstance(another_addons_db_connect("postgres"), sql_db.Connection)
 
     def test_a_runner_connecting_elsewhere_first_is_reported(self):
-        cron_patch._report_missed.reported.clear()
-        cron_patch.arm_trigger_request(self.factory)
-        with self.assertLogs(cron_patch.__name__, "ERROR") as logged:
+        cron_runner._report_missed.reported.clear()
+        cron_runner.arm_trigger_request(self.factory)
+        with self.assertLogs(cron_runner.__name__, "ERROR") as logged:
             connection = sql_db.db_connect(self.env.cr.dbname)
         self.assertIsInstance(connection, sql_db.Connection)
         self.assertIn("did not open its LISTEN connection", logged.output[0])
@@ -51,5 +52,5 @@ class TestCronPatch(TransactionCase):
 
     def test_installed_once(self):
         runner = server.ThreadedServer.cron_thread
-        cron_patch.install(*dispatcher_patch.settings_or_defaults())
+        cron_runner.install(*bus_dispatcher.settings_or_defaults())
         self.assertIs(server.ThreadedServer.cron_thread, runner, "patched twice")

@@ -7,9 +7,10 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from .. import dispatcher_patch, listen_request
-from ..listener_route import resolve_route
-from ..listener_supervisor import ListenerSupervisor
+from ..lib.listener import listen_request
+from ..lib.listener.bus import ListenerSupervisor
+from ..lib.route.config import resolve_route
+from ..patches import bus_dispatcher
 
 ROUTE_OPTIONS = {
     "imdispatcher_db_host": "listener.example",
@@ -24,7 +25,7 @@ class TestDispatcherPatch(TransactionCase):
         super().setUpClass()
         # Odoo's loader calls post_load; a runner that imports the tests
         # first (pytest-odoo) keeps it from doing so. install() is idempotent.
-        cls.supervisor = dispatcher_patch.install()
+        cls.supervisor = bus_dispatcher.install()
 
     def setUp(self):
         super().setUp()
@@ -41,12 +42,12 @@ class TestDispatcherPatch(TransactionCase):
         self.assertIsInstance(supervisor, ListenerSupervisor)
         self.assertIs(supervisor, self.supervisor)
         db_connect = sql_db.db_connect
-        self.assertIs(dispatcher_patch.install(), supervisor)
+        self.assertIs(bus_dispatcher.install(), supervisor)
         self.assertIs(sql_db.db_connect, db_connect, "patched twice")
 
     def test_channel_map_notes_core_lookups(self):
         channels = core_bus.dispatch._channels_to_ws
-        self.assertIsInstance(channels, dispatcher_patch.ChannelMap)
+        self.assertIsInstance(channels, bus_dispatcher.ChannelMap)
         before = channels.last_received_at
         self.assertEqual(channels.get(("no-db", "no-channel"), []), [])
         self.assertIsNotNone(channels.last_received_at)
@@ -66,7 +67,7 @@ class TestDispatcherPatch(TransactionCase):
 
     def test_only_the_requesting_thread_gets_the_route(self):
         route = resolve_route(config, environ={})
-        dispatcher_patch._this_thread.route = route
+        bus_dispatcher._this_thread.route = route
         try:
             _db, mine = sql_db.connection_info_for("postgres")
             _db, other_db = sql_db.connection_info_for(self.env.cr.dbname)
@@ -79,7 +80,7 @@ class TestDispatcherPatch(TransactionCase):
             thread.start()
             thread.join()
         finally:
-            dispatcher_patch._this_thread.route = None
+            bus_dispatcher._this_thread.route = None
         self.assertEqual((mine["host"], mine["port"]), ("listener.example", "15432"))
         self.assertEqual(mine["user"], "listener_user")
         self.assertEqual(mine["database"], "postgres")
@@ -90,25 +91,25 @@ class TestDispatcherPatch(TransactionCase):
     def test_listen_request_is_used_once(self):
         route = resolve_route(config, environ={})
         heard = []
-        target = dispatcher_patch._ListenerTarget(route, lambda: heard.append(1))
+        target = bus_dispatcher._ListenerTarget(route, lambda: heard.append(1))
         listen_request.arm(
-            dispatcher_patch.LISTEN_REQUEST,
+            bus_dispatcher.LISTEN_REQUEST,
             listen_request.ListenRequest(target, heard.append),
         )
         try:
             connection = sql_db.db_connect("postgres")
             again = sql_db.db_connect("postgres")
         finally:
-            listen_request.disarm(dispatcher_patch.LISTEN_REQUEST)
-        self.assertIsInstance(connection, dispatcher_patch._ListenerConnection)
-        self.assertNotIsInstance(again, dispatcher_patch._ListenerConnection)
+            listen_request.disarm(bus_dispatcher.LISTEN_REQUEST)
+        self.assertIsInstance(connection, bus_dispatcher._ListenerConnection)
+        self.assertNotIsInstance(again, bus_dispatcher._ListenerConnection)
         self.assertEqual(heard, [])
 
     def test_a_core_loop_that_does_not_take_the_route_is_reported(self):
         route = resolve_route(config, environ={})
-        dispatcher_patch._report_route_unused.reported.clear()
-        with self.assertLogs(dispatcher_patch.__name__, "ERROR") as logged:
-            dispatcher_patch._run_core_loop_on_route(
+        bus_dispatcher._report_route_unused.reported.clear()
+        with self.assertLogs(bus_dispatcher.__name__, "ERROR") as logged:
+            bus_dispatcher._run_core_loop_on_route(
                 lambda dispatcher: None, None, route, lambda connection: None
             )
         self.assertIn("route is not in use", logged.output[0])

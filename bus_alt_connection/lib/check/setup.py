@@ -3,7 +3,7 @@
 Plain Python: runs inside ``odoo-bin bus_check`` (with Odoo's parsed
 config) and without Odoo::
 
-    python -m bus_alt_connection.setup_check -c /etc/odoo/odoo.conf [--json]
+    python -m odoo.addons.bus_alt_connection.lib.check -c /etc/odoo/odoo.conf [--json]
 
 Exit code 0 when the bus will work, 1 for a misconfiguration, 2 when a
 server cannot be reached.
@@ -18,15 +18,9 @@ import sys
 
 import psycopg2
 
-from .bus_poller import BusTracker
-from .listen_probe import notify_roundtrip, route_facts
-from .listener_connection import (
-    diagnose_connection_error,
-    first_line,
-    listener_params,
-)
-from .listener_hazards import Finding, find_hazards, replica_route
-from .listener_route import (
+from ..listener.watch import deafness_explanation
+from ..polling import BusTracker
+from ..route.config import (
     BUS_DATABASE,
     ROUTE_OPTIONS,
     UNSET_VALUES,
@@ -36,7 +30,13 @@ from .listener_route import (
     resolve_route,
     resolve_setting_values,
 )
-from .listener_watch import deafness_explanation
+from ..route.connection import (
+    diagnose_connection_error,
+    first_line,
+    listener_params,
+)
+from .hazards import Finding, find_hazards, replica_route
+from .probe import notify_roundtrip, route_facts
 
 ADDON = "bus_alt_connection"
 OK, MISCONFIGURED, UNREACHABLE = 0, 1, 2
@@ -59,7 +59,7 @@ class Report:
     poll: dict | None = None
     #: the cron runners' trigger LISTEN (cron_db_*)
     cron: dict | None = None
-    #: what else can cut the listener or keep it deaf (listener_hazards)
+    #: what else can cut the listener or keep it deaf (hazards)
     findings: list = dataclasses.field(default_factory=list)
 
     def as_dict(self):
@@ -531,7 +531,7 @@ def emit(report, as_json, out=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m bus_alt_connection.setup_check",
+        prog="python -m odoo.addons.bus_alt_connection.lib.check",
         description="Check that Odoo's bus will work with this configuration.",
     )
     parser.add_argument("-c", "--config", default=os.environ.get("ODOO_RC"))
@@ -539,7 +539,3 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = read_config_file(args.config) if args.config else {}
     return emit(check_setup(config), args.json)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

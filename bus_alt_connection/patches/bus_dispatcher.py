@@ -28,24 +28,24 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from . import listen_request
-from .dispatcher_polling import DispatcherPoller, db_host_answers, describe_db_host
-from .listen_probe import NOTIFY_SQL, read_server_facts, route_facts, route_hears
-from .listener_connection import (
-    first_line,
-    interrupt_connection,
-    listener_params,
-    refuse_standby,
-)
-from .listener_route import (
+from ..lib.check.probe import NOTIFY_SQL, read_server_facts, route_facts, route_hears
+from ..lib.listener import listen_request
+from ..lib.listener.bus import ListenerSupervisor, ModeState
+from ..lib.listener.watch import ListenerWatch, WatchProbe, deafness_explanation
+from ..lib.route.config import (
     BUS_DATABASE,
     SETTING_OPTIONS,
     RouteConfigError,
     resolve_route,
     resolve_setting_values,
 )
-from .listener_supervisor import ListenerSupervisor, ModeState
-from .listener_watch import ListenerWatch, WatchProbe, deafness_explanation
+from ..lib.route.connection import (
+    first_line,
+    interrupt_connection,
+    listener_params,
+    refuse_standby,
+)
+from .bus_polling import DispatcherPoller, db_host_answers, describe_db_host
 
 _logger = logging.getLogger(__name__)
 

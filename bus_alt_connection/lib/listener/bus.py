@@ -12,12 +12,12 @@ import random
 import threading
 import time
 
-from .listener_connection import (
+from ..route.config import BUS_DATABASE, RouteConfigError
+from ..route.connection import (
     StandbyRoute,
     diagnose_connection_error,
     first_line,
 )
-from .listener_route import BUS_DATABASE, RouteConfigError
 
 _logger = logging.getLogger(__name__)
 

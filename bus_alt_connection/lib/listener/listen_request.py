@@ -17,7 +17,7 @@ called, once per request, so that the glue can say the route is not in use.
 
 import threading
 
-from .listener_route import BUS_DATABASE
+from ..route.config import BUS_DATABASE
 
 #: Core opens its LISTEN connection first thing; this is ample.
 TAKE_TIMEOUT = 30.0

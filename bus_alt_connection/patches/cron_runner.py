@@ -20,15 +20,15 @@ from odoo import sql_db
 from odoo.service import server
 from odoo.tools import config
 
-from . import listen_request
-from .cron_trigger_listener import CRON_CHANNEL, TriggerConnection, TriggerCursor
-from .dispatcher_patch import explain_deafness, notify_through_db_host
-from .listener_route import (
+from ..lib.listener import listen_request
+from ..lib.listener.cron import CRON_CHANNEL, TriggerConnection, TriggerCursor
+from ..lib.route.config import (
     BUS_DATABASE,
     RouteConfigError,
     cron_redirect_enabled,
     resolve_cron_route,
 )
+from .bus_dispatcher import explain_deafness, notify_through_db_host
 
 _logger = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ import time
 
 import psycopg2
 
-from .listener_connection import (
+from ..route.connection import (
     diagnose_connection_error,
     first_line,
     listener_params,
 )
-from .listener_supervisor import MAX_RETRY_DELAY, retry_delay
-from .listener_watch import SELF_CHECK_TIMEOUT
+from .bus import MAX_RETRY_DELAY, retry_delay
+from .watch import SELF_CHECK_TIMEOUT
 
 _logger = logging.getLogger(__name__)
 

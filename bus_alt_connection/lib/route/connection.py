@@ -8,7 +8,7 @@ import os
 import re
 import socket
 
-from .listener_route import shown
+from .config import shown
 
 #: Seconds libpq waits for a route that does not answer (firewalled host).
 CONNECT_TIMEOUT = 10

@@ -10,7 +10,7 @@ import ipaddress
 import math
 import time
 
-from .listener_route import RouteConfigError
+from ..route.config import RouteConfigError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ALLOW_OPTION = "bus_alt_connection_metrics_allow"

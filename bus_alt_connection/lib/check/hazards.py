@@ -1,6 +1,6 @@
 """What else can make the listener hear nothing, or cut it: for the check.
 
-Plain Python (psycopg2). The round trip of ``setup_check`` proves that a
+Plain Python (psycopg2). The round trip of the check (``setup.py``) proves that a
 NOTIFY reaches the route now; these findings are about what breaks it
 later or elsewhere: a session timeout that cuts an idle listener, a pooler
 that closes idle clients, a replica route (LISTEN is refused on a standby),
@@ -12,8 +12,8 @@ import dataclasses
 
 import psycopg2
 
-from .listener_connection import KEEPALIVE_PARAMS, first_line, listener_params
-from .listener_route import UNSET_VALUES
+from ..route.config import UNSET_VALUES
+from ..route.connection import KEEPALIVE_PARAMS, first_line, listener_params
 
 OK, MISCONFIGURED = 0, 1
 #: the bus dispatcher's listener: one per instance (threaded server, or

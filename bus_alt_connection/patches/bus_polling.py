@@ -19,9 +19,9 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from .bus_poller import BusTracker
-from .listener_connection import first_line
-from .listener_watch import WatchProbe
+from ..lib.listener.watch import WatchProbe
+from ..lib.polling import BusTracker
+from ..lib.route.connection import first_line
 
 _logger = logging.getLogger(__name__)
 

@@ -1,0 +1,14 @@
+"""The plain-Python core: no module below imports ``odoo``.
+
+* ``route``: the listener route and the addon's options, read from Odoo's
+  configuration; libpq parameters; what a failed connect means.
+* ``listener``: one listener engine (retry policy, failure logs, self-check
+  and heartbeat) and the two listeners built on it: the bus dispatcher's
+  and the cron runners' trigger listener.
+* ``polling``: reading new ``bus.bus`` rows when nothing can listen.
+* ``check``: the operator's check (``odoo-bin bus_check``).
+* ``status``: the health and metrics bodies.
+
+The Odoo glue (``hooks.py``, ``patches/``, ``controllers/``, ``cli/``)
+feeds these with what it reads from Odoo.
+"""

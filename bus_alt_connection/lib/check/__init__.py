@@ -1,0 +1,1 @@
+"""The operator's check: will the bus work with this configuration?"""

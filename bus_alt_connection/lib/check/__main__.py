@@ -1,0 +1,7 @@
+"""``python -m odoo.addons.bus_alt_connection.lib.check -c odoo.conf [--json]``"""
+
+import sys
+
+from .setup import main
+
+sys.exit(main())

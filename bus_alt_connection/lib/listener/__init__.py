@@ -1,0 +1,1 @@
+"""One listener engine, and the bus and cron trigger listeners on it."""

@@ -1,0 +1,1 @@
+"""Where the listeners connect: the route, the options, libpq parameters."""

@@ -1,0 +1,1 @@
+"""What the health and metrics endpoints answer."""

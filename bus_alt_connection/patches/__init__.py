@@ -1,0 +1,1 @@
+"""Odoo glue: wrappers around core's dispatcher, poll loop and cron runners."""
