@@ -13,16 +13,13 @@ import time
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener.cron import (
-    SELF_CHECK_PREFIX,
-    TriggerConnection,
-    TriggerCursor,
-)
+from bus_alt_connection.lib.listener.cron import TriggerConnection, TriggerCursor
+from bus_alt_connection.lib.listener.watch import is_token
 from bus_alt_connection.lib.route.config import resolve_cron_route
 from tools.notify_flood import flood
 from tools.tcp_proxy import TcpProxy
 
-LOGGER = "bus_alt_connection.lib.listener.cron"
+LOGGER = "bus_alt_connection"
 
 
 def cron_route(sandbox, port):
@@ -144,12 +141,12 @@ def test_direct_route_hears_triggers_sent_through_pgbouncer(sandbox, trigger, ca
     caplog.set_level(logging.INFO, LOGGER)
     connection, in_recovery = trigger(sandbox.postgres.port)
     assert in_recovery is False
-    assert wait_until(lambda: connection.heard_self_check is not None)
-    assert connection.heard_self_check is True
+    assert wait_until(lambda: connection.watch.last_check_passed is not None)
+    assert connection.watch.last_check_passed is True
     with Runner(connection) as runner:
         assert runner.hears(sandbox, "db_a")
-    assert not any(p.startswith(SELF_CHECK_PREFIX) for p in runner.payloads)
-    assert "hears Odoo's NOTIFY" in caplog.text
+    assert not any(is_token(p) for p in runner.payloads)
+    assert "(cron-test) self-check passed" in caplog.text
 
 
 def test_route_through_transaction_pooler_fails_the_self_check(
@@ -157,11 +154,11 @@ def test_route_through_transaction_pooler_fails_the_self_check(
 ):
     caplog.set_level(logging.INFO, LOGGER)
     connection, _ = trigger(sandbox.pgbouncer.port, timeout=2.0)
-    assert wait_until(lambda: connection.heard_self_check is not None)
-    assert connection.heard_self_check is False
+    assert wait_until(lambda: connection.watch.last_check_passed is not None)
+    assert connection.watch.last_check_passed is False
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
-    assert "did not receive a NOTIFY sent through db_host" in errors[0].message
+    assert "(cron-test) self-check failed" in errors[0].message
     assert "explained" in errors[0].message
 
 
@@ -171,8 +168,8 @@ def test_deaf_route_is_a_warning_when_expected(sandbox, trigger, caplog):
     connection, _ = trigger(
         sandbox.pgbouncer.port, timeout=1.0, deaf_level=logging.WARNING
     )
-    assert wait_until(lambda: connection.heard_self_check is not None)
-    levels = [r.levelno for r in caplog.records if "did not receive" in r.message]
+    assert wait_until(lambda: connection.watch.last_check_passed is not None)
+    levels = [r.levelno for r in caplog.records if "check failed" in r.message]
     assert levels == [logging.WARNING]
 
 
@@ -183,7 +180,7 @@ def test_lost_connection_reconnects_and_wakes_the_runner(sandbox, trigger, caplo
     try:
         backend = connection.backend_pid
         sandbox.postgres.execute("SELECT pg_terminate_backend(%s)", (backend,))
-        assert wait_until(lambda: connection.connects == 2), caplog.text
+        assert wait_until(lambda: connection.state.connects == 2), caplog.text
         assert connection.backend_pid != backend
         assert runner.hears(sandbox, "db_after")
     finally:
@@ -206,7 +203,7 @@ def test_route_down_at_start_then_up(sandbox, trigger, caplog):
     runner = Runner(connection)
     proxy.start()
     try:
-        assert wait_until(lambda: connection.connects == 1, timeout=15)
+        assert wait_until(lambda: connection.state.connects == 1, timeout=15)
         assert runner.hears(sandbox, "db_late")
     finally:
         runner.stop()
@@ -243,15 +240,15 @@ def test_self_check_waits_for_cores_listen(sandbox, caplog):
     connection.start()
     try:
         time.sleep(1.0)  # core is slow to send its LISTEN
-        assert connection.heard_self_check is None
+        assert connection.watch.last_check_passed is None
         TriggerCursor(connection, through_pgbouncer(sandbox)).execute(
             "LISTEN cron_trigger"
         )
-        assert wait_until(lambda: connection.heard_self_check is not None)
-        assert connection.heard_self_check is True
+        assert wait_until(lambda: connection.watch.last_check_passed is not None)
+        assert connection.watch.last_check_passed is True
     finally:
         connection.close()
-    assert "did not receive" not in caplog.text
+    assert "check failed" not in caplog.text
 
 
 def test_a_flood_of_triggers_never_blocks_the_runner(sandbox, trigger):

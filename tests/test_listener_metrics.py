@@ -8,7 +8,8 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus_alt_connection.lib.listener.watch import ListenerWatch
+from bus_alt_connection.lib.listener.engine import ListenerState
+from bus_alt_connection.lib.listener.watch import CheckResult, ListenerWatch
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
 from bus_alt_connection.lib.status.metrics import (
     address_allowed,
@@ -46,19 +47,21 @@ class TriggerListener:
     def __init__(self, name, connected, heard):
         self.name = name
         self.backend_pid = 4242 if connected else None
-        self.connects = 2
+        self.state = ListenerState(connects=2)
         self.triggers = 5
-        self.heard_self_check = heard
+        self.watch = a_watch(None, {})
+        self.watch.last_result = None if heard is None else CheckResult(heard, "x", 0)
 
 
 def a_watch(route, counts, last_pass_at=None):
     watch = ListenerWatch(
+        "bus listener",
         route,
+        new_probe=None,
         send_notify=None,
         explain_deafness=None,
         interrupt_listener=None,
         stop_event=None,
-        channels={},
     )
     watch.counts.update(counts)
     watch.last_pass_at = last_pass_at

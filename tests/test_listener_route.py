@@ -11,7 +11,6 @@ from bus_alt_connection.lib.route.config import (
     resolve_cron_route,
     resolve_route,
     resolve_setting_values,
-    resolve_settings,
 )
 from bus_alt_connection.lib.route.connection import listener_params
 
@@ -110,6 +109,11 @@ def test_empty_environment_value_is_ignored():
         environ={"ODOO_IMDISPATCHER_DB_HOST": ""},
     )
     assert route.host == "from-config"
+
+
+def resolve_settings(config, environ):
+    values = resolve_setting_values(config, environ)
+    return {name: route_value.value for name, route_value in values.items()}
 
 
 def test_heartbeat_zero_means_off():

@@ -10,18 +10,14 @@ import threading
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener.bus import (
-    AUTO_SWITCH_FAILURES,
-    FAST_RETRIES,
-    IDLE_WAIT,
-    ListenerSupervisor,
-    ModeState,
-    retry_delay,
-)
+from bus_alt_connection.lib.listener.auto_mode import AUTO_SWITCH_FAILURES, ModeState
+from bus_alt_connection.lib.listener.bus import IDLE_WAIT, ListenerSupervisor
+from bus_alt_connection.lib.listener.engine import ListenerEngine
+from bus_alt_connection.lib.listener.retry import FAST_RETRIES, retry_delay
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
 from bus_alt_connection.lib.status.health import health_report, idle_report, public_body
 
-LOGGER = "bus_alt_connection.lib.listener.bus"
+LOGGER = "bus_alt_connection"
 SECRET = "never-log-me"
 
 
@@ -388,18 +384,18 @@ def test_public_body_shows_no_route_or_error_text():
 
 
 class VanishingWatch:
-    """supervisor.watch as another thread sees it while auto mode switches
+    """The engine's watch as another thread sees it while auto mode switches
     to polling: there at the first read, gone at the next."""
 
     def __init__(self):
         self.calls = []
         self.reads = 0
 
-    def __get__(self, supervisor, owner=None):
+    def __get__(self, engine, owner=None):
         self.reads += 1
         return self if self.reads == 1 else None
 
-    def __set__(self, supervisor, value):
+    def __set__(self, engine, value):
         pass
 
     def listener_connected(self, connection):
@@ -412,7 +408,7 @@ class VanishingWatch:
 @pytest.mark.parametrize("core_loop", [refused, lost_after_listening])
 def test_the_watch_is_read_once_per_use(monkeypatch, core_loop):
     watch = VanishingWatch()
-    monkeypatch.setattr(ListenerSupervisor, "watch", watch, raising=False)
+    monkeypatch.setattr(ListenerEngine, "watch", watch, raising=False)
     supervisor, _stop, _clock = make_supervisor()
     supervisor.run_attempt(core_loop, lambda: None)
     assert watch.calls in (["lost"], ["connected"])
@@ -435,7 +431,7 @@ def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplo
     )
     supervisor.route()
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.switch_to_polling("three checks failed")
+        supervisor.switch.to_polling("three checks failed", supervisor.route())
         assert supervisor.mode.active == "poll"
         deadline = threading.Event()
         for _ in range(100):
@@ -463,7 +459,7 @@ def test_polling_stops_trying_once_odoo_stops():
         retry_interval=0.05,
     )
     supervisor.route()
-    supervisor.switch_to_polling("deaf")
+    supervisor.switch.to_polling("deaf", supervisor.route())
     threading.Event().wait(0.3)
     stop.set()
     threading.Event().wait(0.2)

@@ -15,12 +15,13 @@ import pytest
 
 from bus_alt_connection.lib.check.probe import route_facts
 from bus_alt_connection.lib.listener.watch import (
+    ChannelProbe,
     ListenerWatch,
     deafness_explanation,
 )
 from bus_alt_connection.lib.route.config import resolve_route
 
-LOGGER = "bus_alt_connection.lib.listener.watch"
+LOGGER = "bus_alt_connection"
 
 
 class Relay:
@@ -83,14 +84,15 @@ def make_watch(sandbox, listen_params, interrupted, on_deaf=None):
     route = resolve_route({"imdispatcher_db_host": "listener-route"}, environ={})
     relay = Relay(listen_params)
     watch = ListenerWatch(
+        "bus listener",
         route,
+        new_probe=lambda: ChannelProbe(relay.subscribers),
         send_notify=notifier(sandbox.pgbouncer.odoo_params()),
         explain_deafness=lambda: deafness_explanation(
             route_facts(listen_params), route_facts(sandbox.pgbouncer.odoo_params())
         ),
         interrupt_listener=interrupted.append,
         stop_event=threading.Event(),
-        channels=relay.subscribers,
         timeout=2,
         on_deaf=on_deaf,
     )

@@ -32,7 +32,7 @@ from .test_cron_trigger_listener import wait_until
 PROMPT = 20
 #: Core's polling round plus slack (a busy machine).
 POLLING_ROUND = 100
-LISTENER_READY = r"cron trigger listener \(.*\) hears Odoo's NOTIFY"
+LISTENER_READY = r"cron trigger listener \(.*\) self-check passed"
 
 
 @pytest.fixture(scope="module")

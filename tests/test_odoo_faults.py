@@ -68,7 +68,7 @@ def test_route_through_transaction_pooler_is_flagged(sandbox, odoo_server):
     client, _channel = subscribe(server)
     try:
         started = time.monotonic()
-        assert server.wait_for_log(r"self-check failed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check failed", timeout=15)
         assert time.monotonic() - started < 15
     finally:
         client.close()
@@ -82,7 +82,7 @@ def test_session_mode_alias_passes_the_self_check(sandbox, odoo_server):
     server = odoo_server(listener_params=session_alias_route(sandbox))
     client, channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         assert len(send_and_receive(server, client, channel)) == COUNT
     finally:
         client.close()
@@ -99,7 +99,7 @@ def test_route_to_another_database_is_flagged(sandbox, odoo_server, odoo_databas
     )
     client, _channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check failed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check failed", timeout=15)
     finally:
         client.close()
     assert f"reaches database '{odoo_database}'" in server.log_text()
@@ -110,7 +110,7 @@ def test_postgresql_restart(sandbox, odoo_server, workers):
     server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
     client, channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         sandbox.postgres.restart()
         assert server.wait_for_log(r"bus listener back on", timeout=30)
         assert len(send_and_receive(server, client, channel)) == COUNT
@@ -124,7 +124,7 @@ def test_listener_backend_terminated(sandbox, odoo_server, workers):
     server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
     client, channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         killed = sandbox.postgres.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name LIKE 'odoo-bus-listener-%'"
@@ -161,7 +161,7 @@ def test_cut_route_catches_up_what_was_sent_meanwhile(
     )
     client, channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         proxy.stop()
         assert server.wait_for_log(r"lost its connection", timeout=15)
         server.send_notifications(channel, COUNT, NOTIFICATION)
@@ -183,11 +183,11 @@ def test_silent_route_is_caught_by_the_heartbeat(sandbox, odoo_server, proxy, wo
     )
     client, channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         proxy.freeze()
-        assert server.wait_for_log(r"heartbeat missed", timeout=30)
+        assert server.wait_for_log(r"bus listener heartbeat missed", timeout=30)
         proxy.thaw()
-        assert wait_for_count(server, "self-check passed", 2, timeout=60)
+        assert wait_for_count(server, "bus listener self-check passed", 2, timeout=60)
         assert len(send_and_receive(server, client, channel)) == COUNT
     finally:
         client.close()
@@ -197,7 +197,7 @@ def test_pgbouncer_restart_under_a_session_mode_route(sandbox, odoo_server):
     server = odoo_server(listener_params=session_alias_route(sandbox))
     client, channel = subscribe(server)
     try:
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         sandbox.pgbouncer.stop()
         assert server.wait_for_log(r"lost its connection", timeout=15)
         sandbox.pgbouncer.start()
@@ -241,12 +241,12 @@ def test_listener_follows_a_promoted_standby(failover_site, odoo_tree, odoo_work
     ).start()
     try:
         client, channel = subscribe(server)
-        assert server.wait_for_log(r"self-check passed", timeout=15)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=15)
         site.postgres.stop()
         standby.promote()
         site.pgbouncer.retarget(standby)
         assert server.wait_for_log(r"bus listener back on", timeout=60)
-        assert wait_for_count(server, "self-check passed", 2, timeout=30)
+        assert wait_for_count(server, "bus listener self-check passed", 2, timeout=30)
         assert len(send_and_receive(server, client, channel)) == COUNT
         client.close()
     finally:

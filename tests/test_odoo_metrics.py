@@ -43,7 +43,7 @@ def test_an_allowed_address_scrapes_every_process(sandbox, odoo_server, workers)
     if workers:
         assert value(scrape(server.http_port), "dispatcher_process") == 0
     with websocket(server):
-        server.wait_for_log(r"self-check passed", timeout=15)
+        server.wait_for_log(r"bus listener self-check passed", timeout=15)
         got = scrape(dispatcher_port)
         assert value(got, "dispatcher_started") == 1
         assert value(got, "listener_up") == 1

@@ -154,7 +154,7 @@ def test_auto_mode_polls_while_the_route_is_deaf_and_listens_once_it_hears(
             sender.join()
             assert [p["n"] for p in streamed] == list(range(STREAM))
             assert client.receive(NOTIFICATION + "_stream", 1, timeout=3) == []
-            assert server.wait_for_log(r"self-check passed", timeout=30)
+            assert server.wait_for_log(r"bus listener self-check passed", timeout=30)
             server.send_notifications(channel, COUNT, NOTIFICATION + "_after")
             after = client.receive(NOTIFICATION + "_after", COUNT, timeout=30)
             assert [p["n"] for p in after] == list(range(COUNT))

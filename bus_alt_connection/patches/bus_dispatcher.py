@@ -30,8 +30,9 @@ from odoo.addons.bus.models import bus as core_bus
 
 from ..lib.check.probe import NOTIFY_SQL, read_server_facts, route_facts, route_hears
 from ..lib.listener import listen_request
-from ..lib.listener.bus import ListenerSupervisor, ModeState
-from ..lib.listener.watch import ListenerWatch, WatchProbe, deafness_explanation
+from ..lib.listener.auto_mode import ModeState
+from ..lib.listener.bus import LISTENER_TEXTS, ListenerSupervisor
+from ..lib.listener.watch import ChannelProbe, ListenerWatch, deafness_explanation
 from ..lib.route.config import (
     BUS_DATABASE,
     SETTING_OPTIONS,
@@ -45,7 +46,12 @@ from ..lib.route.connection import (
     listener_params,
     refuse_standby,
 )
-from .bus_polling import DispatcherPoller, db_host_answers, describe_db_host
+from .bus_polling import (
+    DispatcherPoller,
+    db_host_answers,
+    describe_db_host,
+    wake_all_websockets,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -174,16 +180,6 @@ _report_route_unused = listen_request.error_once(
 )
 
 
-def wake_all_websockets(dispatcher):
-    """Make every websocket of this process read what it may have missed."""
-    websockets = set()
-    for subscribed in list(dispatcher._channels_to_ws.values()):
-        websockets.update(subscribed)
-    for websocket in websockets:
-        if not isinstance(websocket, WatchProbe):
-            websocket.trigger_notification_dispatching()
-
-
 def notify_through_db_host(payload, channel="imbus"):
     """NOTIFY ``channel`` (the bus's, by default) the way core does, on
     Odoo's own route."""
@@ -203,22 +199,19 @@ def explain_deafness(route):
 
 
 def start_watch(dispatcher, route, settings, on_deaf=None):
-    """Subscribe the watch's probe like a websocket and start its thread."""
-    watch = ListenerWatch(
+    """Start the bus listener's watch; its probes subscribe like websockets."""
+    return ListenerWatch(
+        LISTENER_TEXTS.subject,
         route,
+        new_probe=lambda: ChannelProbe(dispatcher._channels_to_ws),
         send_notify=notify_through_db_host,
         explain_deafness=lambda: explain_deafness(route),
         interrupt_listener=interrupt_connection,
         stop_event=core_bus.stop_event,
-        channels=dispatcher._channels_to_ws,
         interval=settings["heartbeat_interval"] or None,
         timeout=settings["selfcheck_timeout"],
         on_deaf=on_deaf,
-    )
-    threading.Thread(
-        target=watch.run, name="bus_alt_connection.watch", daemon=True
-    ).start()
-    return watch
+    ).start("bus_alt_connection.watch")
 
 
 def installed_supervisor():
@@ -261,7 +254,7 @@ def install(settings=None, mode=None):
         route = supervisor.route()
         if route is not None and supervisor.watch is None:
             supervisor.watch = start_watch(
-                self, route, settings, on_deaf=_auto_switch(supervisor, route, settings)
+                self, route, settings, on_deaf=_on_deaf(supervisor, route, settings)
             )
         supervisor.run_attempt(
             lambda route, on_listening: _run_core_loop_on_route(
@@ -283,32 +276,11 @@ def install(settings=None, mode=None):
     return supervisor
 
 
-def _auto_switch(supervisor, route, settings):
+def _on_deaf(supervisor, route, settings):
     """auto mode: enough failed checks in a row switch to polling."""
     if supervisor.mode.configured != "auto":
         return None
-    needed = settings["auto_failed_checks"]
-
-    def on_deaf(detail, failures):
-        if failures < needed:
-            _logger.info(
-                "bus_alt_connection: check %d of %d failed on the listener "
-                "route %s (%s); imdispatcher_mode is auto: the bus polls after "
-                "%d failed checks in a row.",
-                failures,
-                needed,
-                route.describe(),
-                detail,
-                needed,
-            )
-            return False
-        supervisor.switch_to_polling(
-            f"{failures} checks in a row found that the bus listener on "
-            f"{route.describe()} receives nothing sent through db_host ({detail})"
-        )
-        return True
-
-    return on_deaf
+    return supervisor.switch.on_failed_check(route, settings["auto_failed_checks"])
 
 
 def listen_works(route, timeout):

@@ -19,8 +19,9 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from ..lib.listener.watch import WatchProbe
+from ..lib.listener.watch import ChannelProbe
 from ..lib.polling import BusTracker
+from ..lib.route.config import describe_endpoint, odoo_db_params
 from ..lib.route.connection import first_line
 
 _logger = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ def _has_bus(registry):
 
 
 def describe_db_host():
-    host = config.get("db_host") or "(local socket)"
-    return f"{host}:{config.get('db_port') or 5432}"
+    return describe_endpoint(odoo_db_params(config))
 
 
 def subscribed_databases(channel_map):
@@ -55,25 +55,36 @@ def subscribed_databases(channel_map):
         for channel, subscribed in list(channel_map.items())
         if isinstance(channel, tuple)
         and channel
-        and any(not isinstance(ws, WatchProbe) for ws in subscribed)
+        and any(not isinstance(ws, ChannelProbe) for ws in subscribed)
     }
 
 
-def wake_websockets(dispatcher, channels, db_name=None):
-    """Wake the websockets subscribed to ``channels`` (JSON, as stored), or
-    with ``db_name`` every websocket subscribed to a channel of that database.
-    """
-    channel_map = dispatcher._channels_to_ws
-    websockets = set()
-    if db_name is not None:
-        for channel, subscribed in list(channel_map.items()):
-            if isinstance(channel, tuple) and channel[:1] == (db_name,):
-                websockets.update(subscribed)
-    for text in channels:
-        websockets.update(channel_map.get(core_bus.hashable(json.loads(text)), ()))
-    for websocket in websockets:
-        if not isinstance(websocket, WatchProbe):
+def wake(websockets):
+    """Make websockets read their notifications; the watch's probes excluded."""
+    for websocket in set(websockets):
+        if not isinstance(websocket, ChannelProbe):
             websocket.trigger_notification_dispatching()
+
+
+def subscribed_to(dispatcher, channels):
+    """The websockets subscribed to ``channels`` (JSON, as stored)."""
+    channel_map = dispatcher._channels_to_ws
+    for text in channels:
+        yield from channel_map.get(core_bus.hashable(json.loads(text)), ())
+
+
+def subscribed_in(dispatcher, db_name=None):
+    """Every websocket subscribed to a channel (of ``db_name``, if given)."""
+    for channel, subscribed in list(dispatcher._channels_to_ws.items()):
+        if db_name is None or (
+            isinstance(channel, tuple) and channel[:1] == (db_name,)
+        ):
+            yield from subscribed
+
+
+def wake_all_websockets(dispatcher):
+    """Make every websocket of this process read what it may have missed."""
+    wake(subscribed_in(dispatcher))
 
 
 class DispatcherPoller:
@@ -121,7 +132,7 @@ class DispatcherPoller:
         for name in registries:
             channels += self._poll_database(name)
         if channels:
-            wake_websockets(self.dispatcher, channels)
+            wake(subscribed_to(self.dispatcher, channels))
         return len(registries)
 
     def _poll_database(self, name):
@@ -140,7 +151,7 @@ class DispatcherPoller:
         if fresh and tracker.started:
             # rows committed before the tracker started: the websockets of
             # this database read what they missed when woken
-            wake_websockets(self.dispatcher, (), db_name=name)
+            wake(subscribed_in(self.dispatcher, name))
         return channels
 
     def _forget_if_gone(self, name, error):

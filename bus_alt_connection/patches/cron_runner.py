@@ -84,6 +84,7 @@ class TriggerConnectionFactory:
             send_notify=functools.partial(notify_through_db_host, channel=CRON_CHANNEL),
             explain_deafness=functools.partial(explain_deafness, self._route),
             selfcheck_timeout=self._settings["selfcheck_timeout"],
+            heartbeat_interval=self._settings["heartbeat_interval"] or None,
             max_delay=self._settings["reconnect_max_delay"],
             deaf_level=self._deaf_level,
             on_close=rearm_if_in_runner,

@@ -22,10 +22,14 @@ from ..listener.watch import deafness_explanation
 from ..polling import BusTracker
 from ..route.config import (
     BUS_DATABASE,
+    DIRECT_ROUTE_HINT,
     ROUTE_OPTIONS,
     UNSET_VALUES,
     RouteConfigError,
     cron_redirect_enabled,
+    describe_endpoint,
+    odoo_db_options,
+    odoo_db_params,
     resolve_cron_route,
     resolve_route,
     resolve_setting_values,
@@ -66,16 +70,6 @@ class Report:
         return dataclasses.asdict(self)
 
 
-def odoo_db_params(config):
-    """Where Odoo itself connects (``db_*``), to the bus database."""
-    params = {"dbname": BUS_DATABASE, "connect_timeout": 10}
-    for name in ("host", "port", "user", "password", "sslmode"):
-        value = config.get("db_" + name)
-        if value not in UNSET_VALUES:
-            params[name] = value
-    return params
-
-
 def server_wide_modules(config):
     value = config.get("server_wide_modules")
     if value in UNSET_VALUES:
@@ -83,10 +77,6 @@ def server_wide_modules(config):
     if isinstance(value, str):
         return [name.strip() for name in value.split(",") if name.strip()]
     return list(value)
-
-
-def _describe(params):
-    return "{}:{}".format(params.get("host", "(socket)"), params.get("port", 5432))
 
 
 def check_db_host(params):
@@ -99,7 +89,7 @@ def check_db_host(params):
         params, params, timeout=PROBE_TIMEOUT, function=DEFAULT_NOTIFY_FUNCTION
     )
     return {
-        "route": _describe(params),
+        "route": describe_endpoint(params),
         "listen_works": result.delivered_all,
         "pooler": not result.delivered_all,
     }
@@ -221,7 +211,7 @@ def check_listening(report, config, environ=None):
         return _verdict(
             report,
             exit_code,
-            f"db_host {_describe(notify_params)} fails: {first_line(error)}",
+            f"db_host {describe_endpoint(notify_params)} fails: {first_line(error)}",
             "check db_host, db_port, db_user, db_password and db_sslmode",
         )
     function = notify_function(environ)
@@ -307,7 +297,11 @@ def check_polling(report, config, interval, why):
     report.mode.update(active="poll", why=why)
     params = odoo_db_params(config)
     databases = bus_databases(config)
-    report.poll = {"route": _describe(params), "interval_ms": interval, "databases": {}}
+    report.poll = {
+        "route": describe_endpoint(params),
+        "interval_ms": interval,
+        "databases": {},
+    }
     for name in databases or [BUS_DATABASE]:
         try:
             if databases:
@@ -335,15 +329,10 @@ def check_polling(report, config, interval, why):
         report,
         OK,
         f"the bus will work by polling bus.bus every {interval} ms through "
-        f"db_host {_describe(params)}: {checked}",
-        "" if report.mode["configured"] == "poll" else _listen_back_hint(),
-    )
-
-
-def _listen_back_hint():
-    return (
-        "to get LISTEN back, set imdispatcher_db_host/imdispatcher_db_port to "
-        "PostgreSQL itself or to a session-mode pool of database 'postgres'"
+        f"db_host {describe_endpoint(params)}: {checked}",
+        ""
+        if report.mode["configured"] == "poll"
+        else f"to get LISTEN back, {DIRECT_ROUTE_HINT}",
     )
 
 
@@ -357,23 +346,17 @@ def _poll_failure(report, config, params, name, error):
         )
     try:
         options = diagnose_connection_error(
-            error, resolve_route(odoo_only(config), environ={})
+            error, resolve_route(odoo_db_options(config), environ={})
         )[0]
     except RouteConfigError:
         options = ()
     return _verdict(
         report,
         _failure_code(options),
-        f"db_host {_describe(params)} fails for database {name}: "
+        f"db_host {describe_endpoint(params)} fails for database {name}: "
         f"{first_line(error)}",
         "check db_host, db_port, db_user, db_password, db_sslmode and db_name",
     )
-
-
-def odoo_only(config):
-    """Odoo's own db_* options (``config`` may be Odoo's configmanager)."""
-    names = ("db_host", "db_port", "db_user", "db_password", "db_sslmode")
-    return {name: config.get(name) for name in names}
 
 
 def _failure_code(options):

@@ -1,83 +1,33 @@
-"""Retry policy, logs and state of the bus listener.
+"""The bus listener: core's dispatcher loop, run on the listener route.
 
-Plain Python. The Odoo glue hands each attempt of core's dispatcher loop to
-``ListenerSupervisor.run_attempt``; this module decides what is logged, how
-long to wait before the next attempt, and what happens once the listener is
-back (catch-up).
+Plain Python. The Odoo glue hands each attempt of core's dispatcher loop
+to ``ListenerSupervisor.run_attempt`` (and, when the bus polls, each run of
+the poll loop to ``run_polling``); the listener engine decides what is
+logged and how long to wait before the next attempt; once the listener is
+back, the websockets are woken to catch up.
 """
 
-import dataclasses
 import logging
 import random
-import threading
 import time
 
 from ..route.config import BUS_DATABASE, RouteConfigError
-from ..route.connection import (
-    StandbyRoute,
-    diagnose_connection_error,
-    first_line,
+from ..route.connection import diagnose_connection_error, first_line
+from .auto_mode import (
+    AUTO_SWITCH_FAILURES,
+    LISTEN_RETRY_INTERVAL,
+    ModeState,
+    ModeSwitch,
 )
+from .engine import ListenerEngine, ListenerTexts
+from .retry import MAX_RETRY_DELAY
 
 _logger = logging.getLogger(__name__)
 
-FIRST_RETRY_DELAY = 1.0
-FAST_RETRIES = 10
-MAX_RETRY_DELAY = 30.0
 #: How long the dispatcher idles between checks when the route is unusable.
 IDLE_WAIT = 3600.0
-#: auto mode: failed connects of a route that never worked before polling
-AUTO_SWITCH_FAILURES = FAST_RETRIES
-LISTEN_BACK_HINT = (
-    "for LISTEN, point imdispatcher_db_host/imdispatcher_db_port at "
-    "PostgreSQL itself or at a session-mode pool of database 'postgres' "
-    "(check with odoo-bin bus_check)"
-)
-#: auto mode: how often a polling bus tries the listener route again
-LISTEN_RETRY_INTERVAL = 300.0
-
-
-@dataclasses.dataclass
-class ListenerState:
-    """What a health check wants to know about the listener."""
-
-    connected: bool = False
-    connected_since: float | None = None
-    down_since: float | None = None
-    connects: int = 0
-    failed_attempts: int = 0
-    last_error: str | None = None
-    #: poll mode: when the last poll of every database succeeded
-    last_poll_at: float | None = None
-    #: poll mode: bus.bus queries so far
-    poll_queries: int = 0
-
-
-@dataclasses.dataclass
-class ModeState:
-    """Which way the dispatcher learns about new notifications, and why."""
-
-    configured: str = "listen"
-    configured_source: str = "default"
-    #: "listen" or "poll"
-    active: str = "listen"
-    reason: str = "configured"
-    #: seconds between polls
-    poll_interval: float = 0.25
-
-
-def retry_delay(failures, rng=random.random, first=FIRST_RETRY_DELAY, cap=None):
-    """Seconds to wait after ``failures`` consecutive failed attempts (>= 1).
-
-    The first ``FAST_RETRIES`` waits are at most ``first`` seconds, so that
-    a restart or a failover (a few seconds) costs at most about a second
-    once the server is back; after that the wait doubles up to ``cap``.
-    Each wait is jittered ("equal jitter": between half and all of it), so
-    that the servers of a cluster do not reconnect in step.
-    """
-    cap = MAX_RETRY_DELAY if cap is None else cap
-    ceiling = min(cap, first * 2 ** max(0, failures - FAST_RETRIES))
-    return ceiling / 2 + rng() * ceiling / 2
+LISTENER_TEXTS = ListenerTexts("bus listener", "waking the websockets to catch up")
+POLLER_TEXTS = ListenerTexts("bus poller", "waking the websockets to catch up")
 
 
 class ListenerSupervisor:
@@ -105,20 +55,43 @@ class ListenerSupervisor:
         self._resolve_route = resolve_route
         self._stop_event = stop_event
         self._clock = clock
-        self._rng = rng
-        self._max_delay = max_delay
+        self._engine_options = {"clock": clock, "rng": rng, "max_delay": max_delay}
         self._route = None
         self._route_error_logged = False
-        self._last_logged_reason = None
-        self._traceback_logged = set()
-        self._consecutive_failures = 0
-        self.state = ListenerState()
-        self.mode = mode or ModeState()
         self._db_host_works = db_host_works or (lambda: True)
-        self._listen_works = listen_works
-        self._retry_interval = retry_interval
-        #: the ListenerWatch (self-check, heartbeat), once the glue starts it
-        self.watch = None
+        self.mode = mode or ModeState()
+        self.switch = ModeSwitch(
+            self.mode, stop_event, self._start_afresh, listen_works, retry_interval
+        )
+        self._start_afresh()
+
+    def _start_afresh(self):
+        """New state after a mode switch; the listening watch ends."""
+        previous = getattr(self, "engine", None)
+        self.engine = ListenerEngine(
+            LISTENER_TEXTS,
+            lambda error: diagnose_connection_error(error, self._route)[1],
+            **self._engine_options,
+        )
+        self._poll_engine = ListenerEngine(POLLER_TEXTS, **self._engine_options)
+        if previous is not None and previous.watch is not None:
+            previous.watch.stop()
+
+    @property
+    def state(self):
+        """The state of what the bus runs now: the listener or the poller."""
+        if self.mode.active == "poll":
+            return self._poll_engine.state
+        return self.engine.state
+
+    @property
+    def watch(self):
+        """The ListenerWatch (self-check, heartbeat), once the glue starts it."""
+        return self.engine.watch
+
+    @watch.setter
+    def watch(self, watch):
+        self.engine.watch = watch
 
     def route(self):
         """The resolved route, or None (logged once) when it cannot work."""
@@ -127,7 +100,7 @@ class ListenerSupervisor:
                 self._route = self._resolve_route()
             except RouteConfigError as error:
                 self._route_error_logged = True
-                self.state.last_error = str(error)
+                self.engine.state.last_error = str(error)
                 if self.mode.configured != "listen":
                     return None  # polling does not need the route
                 _logger.error(
@@ -176,21 +149,21 @@ class ListenerSupervisor:
         route = self.route()
         if route is None:
             if self.mode.configured == "auto":
-                self.switch_to_polling(
-                    f"the listener route cannot work: {self.state.last_error}",
+                self.switch.to_polling(
+                    "the listener route cannot work: "
+                    f"{self.engine.state.last_error}",
+                    None,
                     level=logging.WARNING,
                 )
             else:
                 self._stop_event.wait(IDLE_WAIT)
             return
+        engine = self.engine
         listening = []
 
         def on_listening(connection=None):
             listening.append(True)
-            self._on_listening(route)
-            watch = self.watch  # read once: auto mode may drop it meanwhile
-            if watch is not None:
-                watch.listener_connected(connection)
+            engine.up(route.describe(), self._first_connect(route), connection)
             catch_up()
 
         try:
@@ -198,85 +171,37 @@ class ListenerSupervisor:
         except Exception as error:
             if self._stop_event.is_set() or self.mode.active != "listen":
                 return
-            delay = self._on_failure(route, error, was_listening=bool(listening))
-            if self._auto_switch_after_failures():
+            delay = engine.down(error, was_up=bool(listening))
+            if self._auto_switch_after_failures(route):
                 return
             self._stop_event.wait(delay)
 
-    def _auto_switch_after_failures(self):
+    def _first_connect(self, route):
+        down_for = self.engine.down_for()
+        return (
+            f"bus listener connected to {route.describe()} (host "
+            f"{route.source('host')}, port {route.source('port')}, database "
+            f"{route.source('name')}, user {route.source('user')})"
+            + (f" after {down_for:.1f} s of failed attempts" if down_for else "")
+            + "."
+        )
+
+    def _auto_switch_after_failures(self, route):
         """auto mode: a route that never connected, while db_host answers."""
+        state = self.engine.state
         if (
             self.mode.configured != "auto"
-            or self.state.connects
-            or self._consecutive_failures < AUTO_SWITCH_FAILURES
+            or state.connects
+            or self.engine.failures < AUTO_SWITCH_FAILURES
             or not self._db_host_works()
         ):
             return False
-        self.switch_to_polling(
-            f"the listener route failed {self._consecutive_failures} connect "
-            f"attempts in a row ({self.state.last_error})"
+        self.switch.to_polling(
+            f"the listener route failed {self.engine.failures} connect "
+            f"attempts in a row ({state.last_error})",
+            route,
         )
         return True
-
-    def switch_to_polling(self, reason, level=logging.INFO):
-        """auto mode: poll, and try the route again in the background.
-
-        ``level``: WARNING when the route's configuration cannot work (it
-        is not tried again: Odoo reads it at start), INFO otherwise.
-        """
-        self.mode.active = "poll"
-        self.mode.reason = f"auto-switched: {reason}"
-        self._reset_state()
-        watch, self.watch = self.watch, None
-        if watch is not None:
-            watch.stop()
-        retry = self._listen_works is not None and self._route is not None
-        _logger.log(
-            level,
-            "bus_alt_connection: %s; imdispatcher_mode is auto, so the bus now "
-            "polls bus.bus through db_host%s; %s.",
-            reason,
-            f", and tries the listener route again every {self._retry_interval:g} "
-            "s (imdispatcher_listen_retry_interval)"
-            if retry
-            else "",
-            LISTEN_BACK_HINT if retry else LISTEN_BACK_HINT + ", then restart Odoo",
-        )
-        if retry:
-            threading.Thread(
-                target=self._retry_listening,
-                name="bus_alt_connection.listen_retry",
-                daemon=True,
-            ).start()
-
-    def _retry_listening(self):
-        route = self._route
-        while self.mode.active == "poll":
-            if self._stop_event.wait(self._retry_interval):
-                return
-            works, detail = self._listen_works(route)
-            if works:
-                self.switch_to_listening(route, detail)
-                return
-            _logger.debug("bus_alt_connection: listener route still deaf: %s", detail)
-
-    def switch_to_listening(self, route, detail):
-        """auto mode: the route hears Odoo again; the poll loop ends, and
-        core's loop listens (and wakes the websockets to catch up)."""
-        self.mode.active = "listen"
-        self.mode.reason = f"auto: the listener route hears Odoo again ({detail})"
-        self._reset_state()
-        _logger.info(
-            "bus_alt_connection: the listener route %s hears what Odoo sends "
-            "again (%s); imdispatcher_mode is auto, so the bus listens again.",
-            route.describe(),
-            detail,
-        )
-
-    def _reset_state(self):
-        self.state = ListenerState()
-        self._consecutive_failures = 0
-        self._last_logged_reason = None
 
     def run_polling(self, poll_loop, catch_up, describe):
         """Run the poll loop until it fails; never raises, except on shutdown.
@@ -287,11 +212,13 @@ class ListenerSupervisor:
         :param catch_up: called once polling works, to wake the websockets.
         :param describe: what the poller reaches, for logs (db_host).
         """
+        engine = self._poll_engine
         polling = []
 
         def on_polling():
             polling.append(True)
-            self._on_polling(describe)
+            engine.up(describe, self._poller_started(describe))
+            engine.state.last_poll_at = engine.state.connected_since
             catch_up()
 
         try:
@@ -299,150 +226,23 @@ class ListenerSupervisor:
         except Exception as error:
             if self._stop_event.is_set():
                 return
-            delay = self._on_poll_failure(error, describe, bool(polling))
-            self._stop_event.wait(delay)
+            reason = (
+                f"{first_line(error)} [db_host {describe}]; check that db_host, "
+                "db_port, db_user and db_password reach the databases"
+            )
+            self._stop_event.wait(engine.down(error, bool(polling), reason))
+
+    def _poller_started(self, describe):
+        return (
+            f"bus poller started: new bus.bus rows are read through {describe} "
+            f"every {self.mode.poll_interval * 1000:.0f} ms (imdispatcher_mode "
+            f"{self.mode.configured}"
+            + (", switched from LISTEN" if self.mode.configured == "auto" else "")
+            + ")."
+        )
 
     def polled(self, queries=0):
         """A poll round succeeded, with ``queries`` bus.bus queries."""
-        self.state.last_poll_at = self._clock()
-        self.state.poll_queries += queries
-
-    def _on_polling(self, describe):
-        now = self._clock()
-        state = self.state
-        if state.connects:
-            _logger.info(
-                "bus_alt_connection: bus poller back on %s after %.1f s down; "
-                "waking the websockets to catch up.",
-                describe,
-                now - state.down_since if state.down_since is not None else 0.0,
-            )
-        else:
-            _logger.info(
-                "bus_alt_connection: bus poller started: new bus.bus rows are "
-                "read through %s every %.0f ms (imdispatcher_mode %s%s).",
-                describe,
-                self.mode.poll_interval * 1000,
-                self.mode.configured,
-                ", switched from LISTEN" if self.mode.configured == "auto" else "",
-            )
-        state.last_poll_at = now
-        self._mark_up(now)
-
-    def _on_poll_failure(self, error, describe, was_polling):
-        self._mark_down()
-        reason = (
-            f"{first_line(error)} [db_host {describe}]; check that db_host, "
-            "db_port, db_user and db_password reach the databases"
-        )
-        self.state.last_error = reason
-        delay = retry_delay(self._consecutive_failures, self._rng, cap=self._max_delay)
-        self._log_failure(error, reason, was_polling, delay, subject="bus poller")
-        return delay
-
-    def _on_listening(self, route):
-        now = self._clock()
-        state = self.state
-        down_for = now - state.down_since if state.down_since is not None else None
-        if state.connects:
-            _logger.info(
-                "bus_alt_connection: bus listener back on %s after %.1f s "
-                "down; waking the websockets to catch up.",
-                route.describe(),
-                down_for or 0.0,
-            )
-        else:
-            _logger.info(
-                "bus_alt_connection: bus listener connected to %s "
-                "(host %s, port %s, database %s, user %s)%s.",
-                route.describe(),
-                route.source("host"),
-                route.source("port"),
-                route.source("name"),
-                route.source("user"),
-                f" after {down_for:.1f} s of failed attempts" if down_for else "",
-            )
-        self._mark_up(now)
-
-    def _mark_up(self, now):
-        state = self.state
-        state.connected = True
-        state.connected_since = now
-        state.down_since = None
-        state.connects += 1
-        self._consecutive_failures = 0
-        self._last_logged_reason = None
-
-    def _mark_down(self):
-        state = self.state
-        state.connected = False
-        if state.down_since is None:
-            state.down_since = self._clock()
-        state.failed_attempts += 1
-        self._consecutive_failures += 1
-
-    def _on_failure(self, route, error, was_listening):
-        watch = self.watch  # read once: auto mode may drop it meanwhile
-        if watch is not None:
-            watch.listener_lost()
-        self._mark_down()
-        _options, reason = diagnose_connection_error(error, route)
-        self.state.last_error = reason
-        delay = retry_delay(self._consecutive_failures, self._rng, cap=self._max_delay)
-        self._log_failure(error, reason, was_listening, delay)
-        return delay
-
-    def _log_failure(self, error, reason, was_listening, delay, subject="bus listener"):
-        """One line per failed try.
-
-        ERROR the first time a route that never worked fails for a given
-        reason (a configuration to fix); WARNING otherwise (a restart, a
-        failover, the same reason again).
-        """
-        if was_listening:
-            _logger.warning(
-                "bus_alt_connection: %s lost its connection: %s; "
-                "reconnecting in %.1f s.",
-                subject,
-                reason,
-                delay,
-            )
-        elif reason == self._last_logged_reason:
-            _logger.warning(
-                "bus_alt_connection: %s still cannot connect "
-                "(attempt %d): %s; retrying in %.1f s.",
-                subject,
-                self._consecutive_failures,
-                first_line(error),
-                delay,
-            )
-        else:
-            level = logging.WARNING if self.state.connects else logging.ERROR
-            _logger.log(
-                level,
-                "bus_alt_connection: %s cannot connect: %s; retrying in %.1f s.",
-                subject,
-                reason,
-                delay,
-            )
-        self._last_logged_reason = reason
-        self._log_traceback_once(error)
-
-    def _log_traceback_once(self, error):
-        """A bug (not a database error) deserves its traceback, once."""
-        kind = type(error)
-        if _is_database_error(error) or kind in self._traceback_logged:
-            return
-        self._traceback_logged.add(kind)
-        _logger.error(
-            "bus_alt_connection: unexpected error in the bus listener "
-            "(traceback shown once per error type)",
-            exc_info=error,
-        )
-
-
-def _is_database_error(error):
-    if isinstance(error, StandbyRoute):
-        return True
-    module = type(error).__module__ or ""
-    return module.startswith("psycopg2") or type(error).__name__ == "PoolError"
+        state = self._poll_engine.state
+        state.last_poll_at = self._clock()
+        state.poll_queries += queries

@@ -10,43 +10,53 @@ glue hands them a ``TriggerCursor`` whose connection (``cr._cnx``) is a
 * it connects on the cron route, with its own psycopg2 connection, never
   through Odoo's pool, so nothing else of the runner leaves ``db_host``;
 * a reader thread of its own waits on that connection and wakes core's
-  runner through a pipe (``fileno()``) when a trigger arrives, so only one
-  thread ever reads the socket;
+  runner through a ``WakePipe`` (``fileno()``) when a trigger arrives, so
+  only one thread ever reads the socket;
 * when the connection is lost, ``poll()`` does not raise (core's threaded
   runner of 16.0-18.0 would die, and the cron worker would crash): the
-  reader reconnects with the bus listener's retry policy, runs the LISTEN
-  again and wakes the runner, whose polling round is the catch-up;
-  meanwhile the runner keeps core's polling pace;
-* after each connect a self-check NOTIFY goes through Odoo's own route: if
-  it does not arrive, one ERROR says that triggers cannot reach this route.
+  reader reconnects as the listener engine says, runs the LISTEN again and
+  wakes the runner, whose polling round is the catch-up; meanwhile the
+  runner keeps core's polling pace;
+* the listener engine's watch sends a self-check NOTIFY through Odoo's own
+  route after each connect, and heartbeats after it, as for the bus.
 """
 
 import contextlib
 import logging
 import os
-import secrets
 import select
 import threading
-import time
 
 import psycopg2
 
 from ..route.connection import (
     diagnose_connection_error,
-    first_line,
+    interrupt_connection,
     listener_params,
 )
-from .bus import MAX_RETRY_DELAY, retry_delay
-from .watch import SELF_CHECK_TIMEOUT
+from .engine import ListenerEngine, ListenerTexts
+from .retry import MAX_RETRY_DELAY, retry_delay
+from .watch import (
+    HEARTBEAT_INTERVAL,
+    SELF_CHECK_TIMEOUT,
+    ListenerWatch,
+    TokenProbe,
+    is_token,
+)
 
 _logger = logging.getLogger(__name__)
 
 CRON_CHANNEL = "cron_trigger"
-SELF_CHECK_PREFIX = "bus_alt_connection-selfcheck-"
 #: Core's runners of 16.0-18.0 never read ``notifies``; keep it bounded.
 MAX_KEPT_NOTIFIES = 1000
 #: How long the reader waits on the socket before it looks again.
 READ_TIMEOUT = 1.0
+WHILE_DOWN = "; triggered jobs wait for core's polling round until then"
+DEAF_CONSEQUENCE = (
+    ". Triggered cron jobs wait for core's polling round (about a minute); "
+    "set cron_db_host and cron_db_port (or the bus's imdispatcher_db_host "
+    "and imdispatcher_db_port) to a direct PostgreSQL route."
+)
 
 
 def trigger_application_name():
@@ -58,15 +68,47 @@ def is_listen(query):
     return str(query).lstrip().upper().startswith("LISTEN")
 
 
+class WakePipe:
+    """What core's runner selects on. Wake-ups coalesce: the pipe holds at
+    most one byte until the runner drains it, so a flood of triggers while
+    a long job runs never fills it, and ``wake`` never blocks."""
+
+    def __init__(self):
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._pending = False
+        self._closed = False
+
+    def fileno(self):
+        return self._read
+
+    def wake(self):
+        """Call with the connection's lock held."""
+        with contextlib.suppress(OSError):
+            if not self._closed and not self._pending:
+                self._pending = True
+                os.write(self._write, b"!")
+
+    def drain(self):
+        with contextlib.suppress(OSError):
+            while os.read(self._read, 512):
+                pass
+        self._pending = False
+
+    def close(self):
+        self._closed = True
+        os.close(self._write)
+        os.close(self._read)
+
+
 class TriggerConnection:
     """What core's cron runner selects on and polls (``cr._cnx``).
 
     One reader thread owns the psycopg2 connection: it waits on it, reads
-    the notifications into an inbox, and wakes core's runner through a pipe.
-    Core's runner selects on that pipe, so no notification can be read by
-    one thread while another waits on the socket. Wake-ups coalesce: the
-    pipe holds at most one byte until the runner polls, so a flood of
-    triggers while a long job runs never fills it.
+    the notifications into an inbox, and wakes core's runner. Core's runner
+    selects on the wake pipe, so no notification can be read by one thread
+    while another waits on the socket.
     """
 
     def __init__(
@@ -77,42 +119,64 @@ class TriggerConnection:
         explain_deafness=None,
         connect=psycopg2.connect,
         selfcheck_timeout=SELF_CHECK_TIMEOUT,
+        heartbeat_interval=HEARTBEAT_INTERVAL,
         max_delay=MAX_RETRY_DELAY,
         deaf_level=logging.ERROR,
         on_close=None,
     ):
         """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
-            ``cron_trigger`` through Odoo's own route (the self-check)
+            ``cron_trigger`` through Odoo's own route (the checks); None: no
+            checks
         :param deaf_level: how a failed self-check is logged (WARNING when
             a deaf route is expected to happen, in imdispatcher_mode auto)
         :param on_close: called once, in the thread that closes it"""
         self.route = route
-        self._deaf_level = deaf_level
-        self._on_close = on_close
         self.name = name
-        self._send_notify = send_notify
-        self._explain_deafness = explain_deafness
         self._connect = connect
-        self._selfcheck_timeout = selfcheck_timeout
-        self._max_delay = max_delay
+        self._on_close = on_close
         self._lock = threading.RLock()
         self._pg = None
         self._listens = []
         self._inbox = []
         self._closed = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._wake_pending = False
-        self._failures = 0
-        self._down_since = None
-        self._last_reason = None
-        self._self_checks = {}
-        self.connects = 0
-        #: cron triggers received (the self-check's own excluded)
+        self._wake = WakePipe()
+        self._next_delay = None
+        self._probes = {}
+        self.engine = ListenerEngine(
+            ListenerTexts(
+                f"cron trigger listener ({name})",
+                "the cron runner polls for jobs now to catch up",
+                WHILE_DOWN,
+            ),
+            lambda error: diagnose_connection_error(error, route)[1],
+            max_delay=max_delay,
+        )
+        if send_notify is not None:
+            self.engine.watch = ListenerWatch(
+                self.engine.texts.subject,
+                route,
+                new_probe=lambda: TokenProbe(self._probes),
+                send_notify=send_notify,
+                explain_deafness=explain_deafness
+                or (lambda: "the route cannot hear Odoo"),
+                interrupt_listener=interrupt_connection,
+                stop_event=self._closed,
+                interval=heartbeat_interval,
+                timeout=selfcheck_timeout,
+                deaf_level=deaf_level,
+                deaf_consequence=DEAF_CONSEQUENCE,
+            )
+        #: cron triggers received (the checks' own excluded)
         self.triggers = 0
         self.notifies = []
-        self.heard_self_check = None
+
+    @property
+    def watch(self):
+        return self.engine.watch
+
+    @property
+    def state(self):
+        return self.engine.state
 
     # what core uses --------------------------------------------------------
 
@@ -121,15 +185,14 @@ class TriggerConnection:
         return self._closed.is_set()
 
     def fileno(self):
-        return self._wake_r
+        return self._wake.fileno()
 
     def poll(self):
         """Hand the notifications the reader thread received to core."""
         if self.closed:
             raise psycopg2.InterfaceError("connection already closed")
         with self._lock:
-            self._drain_wake_pipe()
-            self._wake_pending = False
+            self._wake.drain()
             self.notifies.extend(self._inbox)
             self._inbox.clear()
         del self.notifies[:-MAX_KEPT_NOTIFIES]
@@ -140,8 +203,9 @@ class TriggerConnection:
                 return
             self._closed.set()
             pg, self._pg = self._pg, None
-            os.close(self._wake_w)
-            os.close(self._wake_r)
+            self._wake.close()
+        if self.watch is not None:
+            self.watch.stop()
         if pg is not None:
             pg.close()
         if self._on_close is not None:
@@ -154,7 +218,9 @@ class TriggerConnection:
         try:
             self._open()
         except Exception as error:
-            self._failed(error)
+            self._next_delay = self.engine.down(error, was_up=False)
+        if self.watch is not None:
+            self.watch.start(f"bus_alt_connection.{self.name}.watch")
         threading.Thread(
             target=self._read, name=f"bus_alt_connection.{self.name}", daemon=True
         ).start()
@@ -165,7 +231,7 @@ class TriggerConnection:
         if first:
             self._listens.append(statement)
         if self.execute(statement) is not None and first:
-            self._start_self_check()  # the first LISTEN on this connection
+            self._listening()  # the first LISTEN on this connection
 
     def execute(self, query, params=None):
         """Run ``query`` on the connection; None when not connected."""
@@ -203,45 +269,23 @@ class TriggerConnection:
             raise
         with self._lock:
             self._pg = pg
-        self._connected()
-
-    def _connected(self):
-        now = time.monotonic()
-        if self.connects:
-            _logger.info(
-                "bus_alt_connection: cron trigger listener (%s) back on %s after "
-                "%.1f s down; the cron runner polls for jobs now to catch up.",
-                self.name,
-                self.route.describe(),
-                now - (self._down_since or now),
-            )
-        else:
-            _logger.info(
-                "bus_alt_connection: cron trigger listener (%s) connected to %s "
-                "(host %s, port %s).",
-                self.name,
-                self.route.describe(),
-                self.route.source("host"),
-                self.route.source("port"),
-            )
-        self.connects += 1
-        self._failures = 0
-        self._down_since = None
-        self._last_reason = None
+        self.engine.up(self.route.describe(), self._first_connect())
         if self._listens:  # _open ran them: a reconnect, or a late first connect
-            self._start_self_check()
+            self._listening()
 
-    def _start_self_check(self):
-        """Check, in the background, that a NOTIFY through db_host arrives.
+    def _first_connect(self):
+        down_for = self.engine.down_for()
+        return (
+            f"{self.engine.texts.subject} connected to {self.route.describe()} "
+            f"(host {self.route.source('host')}, port {self.route.source('port')})"
+            + (f" after {down_for:.1f} s of failed attempts" if down_for else "")
+            + "."
+        )
 
-        Only once a LISTEN is active: sent before, it would be lost.
-        """
-        if self._send_notify is not None:
-            threading.Thread(
-                target=self._self_check,
-                name=f"bus_alt_connection.{self.name}.selfcheck",
-                daemon=True,
-            ).start()
+    def _listening(self):
+        """A LISTEN is active: a check sent now can arrive."""
+        if self.watch is not None:
+            self.watch.listener_connected(self._pg)
 
     def _lost(self, pg, error):
         with self._lock:
@@ -250,31 +294,7 @@ class TriggerConnection:
             self._pg = None
         with contextlib.suppress(psycopg2.Error):
             pg.close()
-        self._down_since = time.monotonic()
-        _options, reason = diagnose_connection_error(error, self.route)
-        _logger.warning(
-            "bus_alt_connection: cron trigger listener (%s) lost its "
-            "connection: %s; reconnecting, cron jobs keep being polled.",
-            self.name,
-            reason,
-        )
-
-    def _failed(self, error):
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        self._failures += 1
-        _options, reason = diagnose_connection_error(error, self.route)
-        new_problem = not self.connects and reason != self._last_reason
-        _logger.log(
-            logging.ERROR if new_problem else logging.WARNING,
-            "bus_alt_connection: cron trigger listener (%s) cannot connect "
-            "(attempt %d): %s; triggered jobs wait for core's polling round "
-            "until it can.",
-            self.name,
-            self._failures,
-            reason if new_problem else first_line(error),
-        )
-        self._last_reason = reason
+        self._next_delay = self.engine.down(error, was_up=True)
 
     # the reader thread -----------------------------------------------------
 
@@ -297,13 +317,13 @@ class TriggerConnection:
                 self._wake_runner()
 
     def _reconnect(self):
-        delay = retry_delay(max(1, self._failures), cap=self._max_delay)
+        delay = self._next_delay if self._next_delay is not None else retry_delay(1)
         if self._closed.wait(delay):
             return
         try:
             self._open()
         except Exception as error:
-            self._failed(error)
+            self._next_delay = self.engine.down(error, was_up=False)
             return
         self._wake_runner()  # core's runner polls for jobs: the catch-up
 
@@ -311,11 +331,10 @@ class TriggerConnection:
         """Move what arrived to the inbox; True if core should wake."""
         arrived = False
         for notify in pg.notifies:
-            if notify.payload.startswith(SELF_CHECK_PREFIX):
-                heard = self._self_checks.get(notify.payload)
-                if heard is not None:
-                    heard.set()
-            else:
+            probe = self._probes.get(notify.payload)
+            if probe is not None:
+                probe.arrived()
+            elif not is_token(notify.payload):
                 self._inbox.append(notify)
                 self.triggers += 1
                 arrived = True
@@ -324,64 +343,8 @@ class TriggerConnection:
         return arrived
 
     def _wake_runner(self):
-        """One byte in the pipe until the runner polls; never blocks."""
-        with self._lock, contextlib.suppress(OSError):
-            if not self.closed and not self._wake_pending:
-                self._wake_pending = True
-                os.write(self._wake_w, b"!")
-
-    def _drain_wake_pipe(self):
-        with contextlib.suppress(OSError):
-            while os.read(self._wake_r, 512):
-                pass
-
-    # self-check ------------------------------------------------------------
-
-    def _self_check(self):
-        token = SELF_CHECK_PREFIX + secrets.token_hex(8)
-        heard = self._self_checks[token] = threading.Event()
-        started = time.monotonic()
-        try:
-            self._send_notify(token)
-            heard.wait(self._selfcheck_timeout)
-        except Exception as error:
-            _logger.warning(
-                "bus_alt_connection: cron trigger listener (%s) could not run "
-                "its self-check: %s",
-                self.name,
-                first_line(error),
-            )
-            return
-        finally:
-            self._self_checks.pop(token, None)
-        self.heard_self_check = heard.is_set()
-        if heard.is_set():
-            _logger.info(
-                "bus_alt_connection: cron trigger listener (%s) hears Odoo's "
-                "NOTIFY (self-check in %.0f ms).",
-                self.name,
-                (time.monotonic() - started) * 1000,
-            )
-        elif not self.closed:
-            self._log_deaf()
-
-    def _log_deaf(self):
-        explanation = (
-            self._explain_deafness() if self._explain_deafness is not None else ""
-        )
-        _logger.log(
-            self._deaf_level,
-            "bus_alt_connection: cron trigger listener (%s) on %s did not "
-            "receive a NOTIFY sent through db_host within %.0f s: %s. "
-            "Triggered cron jobs wait for core's polling round (about a "
-            "minute); set cron_db_host and cron_db_port (or the bus's "
-            "imdispatcher_db_host and imdispatcher_db_port) to a direct "
-            "PostgreSQL route.",
-            self.name,
-            self.route.describe(),
-            self._selfcheck_timeout,
-            explanation or "the route cannot hear Odoo",
-        )
+        with self._lock:
+            self._wake.wake()
 
 
 class TriggerCursor:

@@ -1,18 +1,21 @@
-"""Self-check and heartbeat of the bus listener, end to end.
+"""Self-check and heartbeat of a listener, end to end.
 
-Plain Python. The watch sends a NOTIFY on the bus channel through Odoo's own
-route (``db_host``, i.e. the pooler) whose payload names a private channel
-that only a ``WatchProbe`` is subscribed to, and waits until core's
-dispatcher loop "wakes" that probe exactly as it would wake a websocket. So
-the check covers the whole path: Odoo's NOTIFY route, PostgreSQL, the
-listener's route and connection, and core's dispatch.
+Plain Python. The watch sends a NOTIFY through Odoo's own route
+(``db_host``, i.e. the pooler) and waits until the listener hands it on
+exactly as it hands on what Odoo sends. Each check has a probe of its own:
 
-* Right after each (re)connect it is the self-check: if nothing arrives, the
-  route connects but cannot hear Odoo (a transaction-mode pooler on the way,
-  another cluster or database): one ERROR naming the route.
-* Then, every ``interval`` seconds, it is the heartbeat: if a listener that
-  worked stops hearing, its connection is closed so that the supervisor
-  reconnects at once, instead of waiting for TCP keepalives.
+* the bus: a ``ChannelProbe``, subscribed to a private channel in core's
+  channel map in place of a websocket; core's dispatcher loop "wakes" it,
+  so the check covers core's dispatch too;
+* the cron trigger listener: a ``TokenProbe``, whose payload the listener
+  recognises and keeps from core's runner.
+
+Right after each (re)connect the check is the self-check: if nothing
+arrives, the route connects but cannot hear Odoo (a transaction-mode
+pooler on the way, another cluster or database): one ERROR naming the
+route. Then, every ``interval`` seconds, it is the heartbeat: if a listener
+that worked stops hearing, its connection is closed so that it reconnects
+at once, instead of waiting for TCP keepalives.
 """
 
 import collections
@@ -24,24 +27,36 @@ import secrets
 import threading
 import time
 
+from ..route.config import DIRECT_ROUTE_HINT
+
 _logger = logging.getLogger(__name__)
 
 SELF_CHECK_TIMEOUT = 5.0
 HEARTBEAT_INTERVAL = 30.0
 SEND_RETRY_DELAY = 1.0
 PROBE_CHANNEL_PREFIX = "bus_alt_connection_watch"
+TOKEN_PREFIX = "bus_alt_connection-selfcheck-"
 
 
-class WatchProbe:
+class ChannelProbe:
     """Subscribed to a private channel in place of a websocket, for one check.
 
     Each check has its own channel, so a late answer to an earlier check
     wakes nobody and cannot pass a later one.
     """
 
-    def __init__(self):
+    def __init__(self, channels):
+        """:param channels: core's channel -> websockets map"""
         self.key = (PROBE_CHANNEL_PREFIX, f"{os.getpid()}-{secrets.token_hex(8)}")
+        self._channels = channels
         self._arrived = threading.Event()
+
+    def __enter__(self):
+        self._channels[self.key] = {self}
+        return self
+
+    def __exit__(self, *exc_info):
+        self._channels.pop(self.key, None)
 
     def payload(self):
         """A core bus payload: the JSON list of channels to wake."""
@@ -53,6 +68,37 @@ class WatchProbe:
 
     def wait(self, timeout):
         return self._arrived.wait(timeout)
+
+
+class TokenProbe:
+    """A payload of its own, awaited in ``waiting`` while the check runs."""
+
+    def __init__(self, waiting):
+        """:param waiting: {payload: TokenProbe}, read by the listener"""
+        self._payload = TOKEN_PREFIX + secrets.token_hex(8)
+        self._waiting = waiting
+        self._arrived = threading.Event()
+
+    def __enter__(self):
+        self._waiting[self._payload] = self
+        return self
+
+    def __exit__(self, *exc_info):
+        self._waiting.pop(self._payload, None)
+
+    def payload(self):
+        return self._payload
+
+    def arrived(self):
+        self._arrived.set()
+
+    def wait(self, timeout):
+        return self._arrived.wait(timeout)
+
+
+def is_token(payload):
+    """Whether a payload is a TokenProbe's, never meant for core."""
+    return payload.startswith(TOKEN_PREFIX)
 
 
 @dataclasses.dataclass
@@ -68,25 +114,36 @@ class ListenerWatch:
 
     def __init__(
         self,
+        subject,
         route,
+        new_probe,
         send_notify,
         explain_deafness,
         interrupt_listener,
         stop_event,
-        channels,
         interval=HEARTBEAT_INTERVAL,
         timeout=SELF_CHECK_TIMEOUT,
         clock=time.monotonic,
         on_deaf=None,
+        deaf_level=logging.ERROR,
+        deaf_consequence="",
     ):
-        """:param channels: core's channel -> websockets map, where each
-            check subscribes its probe while it waits
+        """:param subject: how the log lines name the listener
+        :param new_probe: returns a fresh probe (``ChannelProbe``,
+            ``TokenProbe``) for each check
+        :param send_notify: ``send_notify(payload)`` sends the probe's
+            payload on the listener's channel through db_host
+        :param interval: seconds between heartbeats; None: no heartbeat
         :param on_deaf: auto mode: ``on_deaf(detail, failures)`` replaces
             the self-check's ERROR at each failed check (``failures`` in a
             row); it returns True when the bus switched to polling. While
-            checks fail, the next one comes ``timeout`` seconds later."""
+            checks fail, the next one comes ``timeout`` seconds later.
+        :param deaf_level: how a deaf route is logged (WARNING where it is
+            expected, the cron listener's in auto mode)
+        :param deaf_consequence: appended to that line: what waits now"""
+        self.subject = subject
         self.route = route
-        self._channels = channels
+        self._new_probe = new_probe
         self._send_notify = send_notify
         self._explain_deafness = explain_deafness
         self._interrupt_listener = interrupt_listener
@@ -94,11 +151,13 @@ class ListenerWatch:
         self._interval = interval
         self._timeout = timeout
         self._clock = clock
+        self._on_deaf_hook = on_deaf
+        self._deaf_level = deaf_level
+        self._deaf_consequence = deaf_consequence
         self._connected = threading.Event()
         self._connection = None
         self._hearing = None  # None: not checked since connect
         self._reported_deaf = False
-        self._on_deaf_hook = on_deaf
         #: failed checks in a row, and why (explained once per stretch)
         self.failures = 0
         self._deaf_detail = None
@@ -107,16 +166,25 @@ class ListenerWatch:
         #: {(kind, "pass" or "fail"): count}, for metrics
         self.counts = collections.Counter()
         self.last_pass_at = None
-        #: seconds from NOTIFY to core's dispatch, of the last passing check
+        #: seconds from NOTIFY to the listener's hand-on, of the last pass
         self.last_round_trip = None
 
+    @property
+    def last_check_passed(self):
+        """True or False for the last check; None before the first."""
+        return None if self.last_result is None else self.last_result.ok
+
+    def start(self, name):
+        threading.Thread(target=self.run, name=name, daemon=True).start()
+        return self
+
     def stop(self):
-        """The dispatcher no longer listens: end the watch's thread."""
+        """The listener is gone: end the watch's thread."""
         self._stopped = True
         self._connection = None
         self._connected.set()
 
-    # called by the supervisor -------------------------------------------
+    # told by the engine -------------------------------------------------
 
     def listener_connected(self, connection):
         self._connection = connection
@@ -149,9 +217,7 @@ class ListenerWatch:
 
     def check_once(self, after_connect):
         kind = "self-check" if after_connect else "heartbeat"
-        probe = WatchProbe()
-        self._channels[probe.key] = {probe}
-        try:
+        with self._new_probe() as probe:
             try:
                 self._send_notify(probe.payload())
             except Exception as error:
@@ -160,8 +226,6 @@ class ListenerWatch:
                 return None
             sent_at = self._clock()
             heard = probe.wait(self._timeout)
-        finally:
-            self._channels.pop(probe.key, None)
         result = CheckResult(ok=heard, kind=kind, at=self._clock())
         if heard:
             self._on_heard(kind, (result.at - sent_at) * 1000)
@@ -180,8 +244,9 @@ class ListenerWatch:
         if self._reported_deaf or kind == "self-check":
             self._reported_deaf = False
             _logger.info(
-                "bus_alt_connection: %s passed: a NOTIFY sent through db_host "
-                "reached the bus listener on %s in %.0f ms.",
+                "bus_alt_connection: %s %s passed: a NOTIFY sent through "
+                "db_host reached it on %s in %.0f ms.",
+                self.subject,
                 kind,
                 self.route.describe(),
                 elapsed_ms,
@@ -190,17 +255,7 @@ class ListenerWatch:
     def _on_deaf(self, kind):
         self.failures += 1
         if self._hearing:
-            _logger.warning(
-                "bus_alt_connection: heartbeat missed: the bus listener on %s "
-                "stopped hearing what Odoo sends (no answer in %.0f s); "
-                "closing its connection to reconnect.",
-                self.route.describe(),
-                self._timeout,
-            )
-            connection = self._connection
-            if connection is not None:
-                self._interrupt_listener(connection)
-            return "heartbeat missed"
+            return self._heartbeat_missed()
         if self._on_deaf_hook is not None:
             if self._deaf_detail is None:
                 self._deaf_detail = self._explain_deafness()
@@ -212,16 +267,32 @@ class ListenerWatch:
             return "still deaf"
         detail = self._explain_deafness()
         self._reported_deaf = True
-        _logger.error(
-            "bus_alt_connection: %s failed: the bus listener on %s "
-            "received no notification sent through db_host within "
-            "%.0f s; %s",
+        _logger.log(
+            self._deaf_level,
+            "bus_alt_connection: %s %s failed: it received no notification "
+            "sent through db_host on %s within %.0f s; %s%s",
+            self.subject,
             kind,
             self.route.describe(),
             self._timeout,
             detail,
+            self._deaf_consequence,
         )
         return detail
+
+    def _heartbeat_missed(self):
+        _logger.warning(
+            "bus_alt_connection: %s heartbeat missed: it stopped hearing what "
+            "Odoo sends on %s (no answer in %.0f s); closing its connection "
+            "to reconnect.",
+            self.subject,
+            self.route.describe(),
+            self._timeout,
+        )
+        connection = self._connection
+        if connection is not None:
+            self._interrupt_listener(connection)
+        return "heartbeat missed"
 
 
 def deafness_explanation(route_facts, odoo_facts):
@@ -251,7 +322,5 @@ def deafness_explanation(route_facts, odoo_facts):
         )
     return (
         "the route most likely goes through a transaction-mode pooler such "
-        "as PgBouncer, where LISTEN hears nothing; point "
-        "imdispatcher_db_host/imdispatcher_db_port at PostgreSQL itself or at "
-        "a session-mode pool of database 'postgres'"
+        f"as PgBouncer, where LISTEN hears nothing; {DIRECT_ROUTE_HINT}"
     )

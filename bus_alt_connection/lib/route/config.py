@@ -330,6 +330,36 @@ def _lookup(option, config, environ):
     return None, "unset (libpq default)"
 
 
+#: what an operator does to get LISTEN on a direct route
+DIRECT_ROUTE_HINT = (
+    "point imdispatcher_db_host/imdispatcher_db_port at PostgreSQL itself or "
+    "at a session-mode pool of database 'postgres'"
+)
+#: Odoo's own connection options (its ``db_host`` route)
+ODOO_DB_OPTIONS = ("db_host", "db_port", "db_user", "db_password", "db_sslmode")
+
+
+def odoo_db_options(config):
+    """Odoo's own ``db_*`` options (``config`` may be Odoo's configmanager)."""
+    return {name: config.get(name) for name in ODOO_DB_OPTIONS}
+
+
+def odoo_db_params(config):
+    """libpq keywords of Odoo's own route, to the bus database."""
+    params = {"dbname": BUS_DATABASE, "connect_timeout": 10}
+    for name, value in odoo_db_options(config).items():
+        if value not in UNSET_VALUES:
+            params[name.removeprefix("db_")] = value
+    return params
+
+
+def describe_endpoint(params):
+    """``host:port`` of libpq keywords, for log lines and reports."""
+    return "{}:{}".format(
+        params.get("host") or "(local socket)", params.get("port") or 5432
+    )
+
+
 def resolve_route(config, environ=None):
     """Build the listener route from Odoo's config and the environment.
 
@@ -347,18 +377,13 @@ def resolve_route(config, environ=None):
     return ListenerRoute(values=values, configured=configured)
 
 
-def resolve_settings(config, environ=None):
+def resolve_setting_values(config, environ=None):
     """Mode, poll interval (ms), and heartbeat interval, self-check timeout
-    and reconnect cap (seconds).
+    and reconnect cap (seconds): {name: RouteValue}, with where each value
+    came from.
 
     :raises RouteConfigError: on a value that cannot work
     """
-    values = resolve_setting_values(config, environ)
-    return {name: route_value.value for name, route_value in values.items()}
-
-
-def resolve_setting_values(config, environ=None):
-    """Like ``resolve_settings``, with where each value came from."""
     environ = os.environ if environ is None else environ
     return _resolve(SETTING_OPTIONS, config, environ)
 

@@ -222,7 +222,7 @@ def _cron(out, listeners):
         "cron_listener_connects_total",
         "counter",
         "connects of a cron runner's trigger listener",
-        per_runner(lambda listener: listener.connects),
+        per_runner(lambda listener: listener.state.connects),
     )
     out.add(
         "cron_triggers_total",
@@ -233,6 +233,11 @@ def _cron(out, listeners):
     out.add(
         "cron_self_check_passed",
         "gauge",
-        "1 when the last self-check heard Odoo's NOTIFY, 0 when not (NaN: none yet)",
-        per_runner(lambda listener: listener.heard_self_check),
+        "1 when the last self-check or heartbeat heard Odoo's NOTIFY, 0 when "
+        "not (NaN: none yet)",
+        per_runner(_last_check_passed),
     )
+
+
+def _last_check_passed(listener):
+    return None if listener.watch is None else listener.watch.last_check_passed
