@@ -141,8 +141,8 @@ def test_direct_route_hears_triggers_sent_through_pgbouncer(sandbox, trigger, ca
     caplog.set_level(logging.INFO, LOGGER)
     connection, in_recovery = trigger(sandbox.postgres.port)
     assert in_recovery is False
-    assert wait_until(lambda: connection.watch.last_check_passed is not None)
-    assert connection.watch.last_check_passed is True
+    assert wait_until(lambda: connection.watch.record.last_check_passed is not None)
+    assert connection.watch.record.last_check_passed is True
     with Runner(connection) as runner:
         assert runner.hears(sandbox, "db_a")
     assert not any(is_token(p) for p in runner.payloads)
@@ -154,8 +154,8 @@ def test_route_through_transaction_pooler_fails_the_self_check(
 ):
     caplog.set_level(logging.INFO, LOGGER)
     connection, _ = trigger(sandbox.pgbouncer.port, timeout=2.0)
-    assert wait_until(lambda: connection.watch.last_check_passed is not None)
-    assert connection.watch.last_check_passed is False
+    assert wait_until(lambda: connection.watch.record.last_check_passed is not None)
+    assert connection.watch.record.last_check_passed is False
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "(cron-test) self-check failed" in errors[0].message
@@ -168,7 +168,7 @@ def test_deaf_route_is_a_warning_when_expected(sandbox, trigger, caplog):
     connection, _ = trigger(
         sandbox.pgbouncer.port, timeout=1.0, deaf_level=logging.WARNING
     )
-    assert wait_until(lambda: connection.watch.last_check_passed is not None)
+    assert wait_until(lambda: connection.watch.record.last_check_passed is not None)
     levels = [r.levelno for r in caplog.records if "check failed" in r.message]
     assert levels == [logging.WARNING]
 
@@ -240,12 +240,12 @@ def test_self_check_waits_for_cores_listen(sandbox, caplog):
     connection.start()
     try:
         time.sleep(1.0)  # core is slow to send its LISTEN
-        assert connection.watch.last_check_passed is None
+        assert connection.watch.record.last_check_passed is None
         TriggerCursor(connection, through_pgbouncer(sandbox)).execute(
             "LISTEN cron_trigger"
         )
-        assert wait_until(lambda: connection.watch.last_check_passed is not None)
-        assert connection.watch.last_check_passed is True
+        assert wait_until(lambda: connection.watch.record.last_check_passed is not None)
+        assert connection.watch.record.last_check_passed is True
     finally:
         connection.close()
     assert "check failed" not in caplog.text

@@ -50,7 +50,9 @@ class TriggerListener:
         self.state = ListenerState(connects=2)
         self.triggers = 5
         self.watch = a_watch(None, {})
-        self.watch.last_result = None if heard is None else CheckResult(heard, "x", 0)
+        self.watch.record.last_result = (
+            None if heard is None else CheckResult(heard, "x", 0)
+        )
 
 
 def a_watch(route, counts, last_pass_at=None):
@@ -63,9 +65,9 @@ def a_watch(route, counts, last_pass_at=None):
         interrupt_listener=None,
         stop_event=None,
     )
-    watch.counts.update(counts)
-    watch.last_pass_at = last_pass_at
-    watch.last_round_trip = 0.004 if last_pass_at is not None else None
+    watch.record.counts.update(counts)
+    watch.record.last_pass_at = last_pass_at
+    watch.record.last_round_trip = 0.004 if last_pass_at is not None else None
     return watch
 
 

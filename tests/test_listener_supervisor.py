@@ -318,15 +318,15 @@ def test_poll_failures_log_one_error_then_warnings_then_back(caplog):
         raise psycopg2.OperationalError("connection refused")
 
     def works_then_stops(on_polling):
-        supervisor.polled()
+        supervisor.poller.polled()
         on_polling()
         stop.set()
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(3):
-            supervisor.run_polling(fails, caught_up.append, "pgbouncer:6432")
+            supervisor.poller.run(fails, caught_up.append, "pgbouncer:6432")
         clock.now += 5
-        supervisor.run_polling(
+        supervisor.poller.run(
             works_then_stops, lambda: caught_up.append(True), "pgbouncer:6432"
         )
     levels = [r.levelname for r in caplog.records]
@@ -344,11 +344,11 @@ def test_poll_mode_health_follows_the_last_poll():
     supervisor, stop, clock = make_supervisor(mode=poll_mode())
 
     def works_then_stops(on_polling):
-        supervisor.polled()
+        supervisor.poller.polled()
         on_polling()
         stop.set()
 
-    supervisor.run_polling(works_then_stops, lambda: None, "pgbouncer:6432")
+    supervisor.poller.run(works_then_stops, lambda: None, "pgbouncer:6432")
     healthy, details = health_report(supervisor, now=clock.now + 1)
     assert healthy
     assert (details["mode"], details["route"]) == ("poll", None)

@@ -245,7 +245,7 @@ def install(settings=None, mode=None):
             poller = pollers.get(self) or pollers.setdefault(
                 self, DispatcherPoller(self, supervisor, settings["poll_interval"])
             )
-            supervisor.run_polling(
+            supervisor.poller.run(
                 poller.run,
                 catch_up=lambda: wake_all_websockets(self),
                 describe=describe_db_host(),

@@ -104,7 +104,7 @@ class DispatcherPoller:
         while (
             not core_bus.stop_event.is_set() and self.supervisor.mode.active == "poll"
         ):
-            self.supervisor.polled(self.poll_round())
+            self.supervisor.poller.polled(self.poll_round())
             if first:
                 first = False
                 on_polling()

@@ -2,7 +2,7 @@
 
 Plain Python. The Odoo glue hands each attempt of core's dispatcher loop
 to ``ListenerSupervisor.run_attempt`` (and, when the bus polls, each run of
-the poll loop to ``run_polling``); the listener engine decides what is
+the poll loop to its ``PollerSupervisor``); the listener engine decides what is
 logged and how long to wait before the next attempt; once the listener is
 back, the websockets are woken to catch up.
 """
@@ -30,6 +30,32 @@ LISTENER_TEXTS = ListenerTexts("bus listener", "waking the websockets to catch u
 POLLER_TEXTS = ListenerTexts("bus poller", "waking the websockets to catch up")
 
 
+def report_route(route, mode):
+    """Say what an operator must know about the route before it connects."""
+    # in auto mode the self-check finds out whether db_host can listen
+    if not route.configured and mode.configured == "listen":
+        _logger.warning(
+            "bus_alt_connection is loaded but no imdispatcher_db_* option "
+            "is set: the bus still listens through db_host (%s). Behind "
+            "a transaction-mode pooler such as PgBouncer it receives "
+            "nothing; set imdispatcher_db_host and imdispatcher_db_port "
+            "to a direct PostgreSQL route.",
+            route.describe(),
+        )
+    if route.name != BUS_DATABASE:
+        _logger.info(
+            "bus_alt_connection: the listener uses database %r (%s); "
+            "Odoo sends bus notifications to database %r through "
+            "db_host, so %r must reach that same database (e.g. a "
+            "session-mode PgBouncer alias of %r) or nothing arrives.",
+            route.name,
+            route.source("name"),
+            BUS_DATABASE,
+            route.name,
+            BUS_DATABASE,
+        )
+
+
 class ListenerSupervisor:
     """Runs attempts of core's dispatcher loop on the listener route."""
 
@@ -54,7 +80,6 @@ class ListenerSupervisor:
         """
         self._resolve_route = resolve_route
         self._stop_event = stop_event
-        self._clock = clock
         self._engine_options = {"clock": clock, "rng": rng, "max_delay": max_delay}
         self._route = None
         self._route_error_logged = False
@@ -73,7 +98,9 @@ class ListenerSupervisor:
             lambda error: diagnose_connection_error(error, self._route)[1],
             **self._engine_options,
         )
-        self._poll_engine = ListenerEngine(POLLER_TEXTS, **self._engine_options)
+        self.poller = PollerSupervisor(
+            self.mode, self._stop_event, **self._engine_options
+        )
         if previous is not None and previous.watch is not None:
             previous.watch.stop()
 
@@ -81,7 +108,7 @@ class ListenerSupervisor:
     def state(self):
         """The state of what the bus runs now: the listener or the poller."""
         if self.mode.active == "poll":
-            return self._poll_engine.state
+            return self.poller.engine.state
         return self.engine.state
 
     @property
@@ -110,32 +137,8 @@ class ListenerSupervisor:
                     error,
                 )
                 return None
-            self._log_route(self._route)
+            report_route(self._route, self.mode)
         return self._route
-
-    def _log_route(self, route):
-        # in auto mode the self-check finds out whether db_host can listen
-        if not route.configured and self.mode.configured == "listen":
-            _logger.warning(
-                "bus_alt_connection is loaded but no imdispatcher_db_* option "
-                "is set: the bus still listens through db_host (%s). Behind "
-                "a transaction-mode pooler such as PgBouncer it receives "
-                "nothing; set imdispatcher_db_host and imdispatcher_db_port "
-                "to a direct PostgreSQL route.",
-                route.describe(),
-            )
-        if route.name != BUS_DATABASE:
-            _logger.info(
-                "bus_alt_connection: the listener uses database %r (%s); "
-                "Odoo sends bus notifications to database %r through "
-                "db_host, so %r must reach that same database (e.g. a "
-                "session-mode PgBouncer alias of %r) or nothing arrives.",
-                route.name,
-                route.source("name"),
-                BUS_DATABASE,
-                route.name,
-                BUS_DATABASE,
-            )
 
     def run_attempt(self, core_loop, catch_up):
         """Run one attempt of core's loop; never raises, except on shutdown.
@@ -203,7 +206,17 @@ class ListenerSupervisor:
         )
         return True
 
-    def run_polling(self, poll_loop, catch_up, describe):
+
+class PollerSupervisor:
+    """Runs the bus's poll loop (poll and auto modes) until it fails."""
+
+    def __init__(self, mode, stop_event, **engine_options):
+        self._mode = mode
+        self._stop_event = stop_event
+        self._clock = engine_options.get("clock", time.monotonic)
+        self.engine = ListenerEngine(POLLER_TEXTS, **engine_options)
+
+    def run(self, poll_loop, catch_up, describe):
         """Run the poll loop until it fails; never raises, except on shutdown.
 
         :param poll_loop: ``poll_loop(on_polling)`` polls until stopped or a
@@ -212,12 +225,12 @@ class ListenerSupervisor:
         :param catch_up: called once polling works, to wake the websockets.
         :param describe: what the poller reaches, for logs (db_host).
         """
-        engine = self._poll_engine
+        engine = self.engine
         polling = []
 
         def on_polling():
             polling.append(True)
-            engine.up(describe, self._poller_started(describe))
+            engine.up(describe, self._started(describe))
             engine.state.last_poll_at = engine.state.connected_since
             catch_up()
 
@@ -232,17 +245,18 @@ class ListenerSupervisor:
             )
             self._stop_event.wait(engine.down(error, bool(polling), reason))
 
-    def _poller_started(self, describe):
+    def _started(self, describe):
+        mode = self._mode
         return (
             f"bus poller started: new bus.bus rows are read through {describe} "
-            f"every {self.mode.poll_interval * 1000:.0f} ms (imdispatcher_mode "
-            f"{self.mode.configured}"
-            + (", switched from LISTEN" if self.mode.configured == "auto" else "")
+            f"every {mode.poll_interval * 1000:.0f} ms (imdispatcher_mode "
+            f"{mode.configured}"
+            + (", switched from LISTEN" if mode.configured == "auto" else "")
             + ")."
         )
 
     def polled(self, queries=0):
         """A poll round succeeded, with ``queries`` bus.bus queries."""
-        state = self._poll_engine.state
+        state = self.engine.state
         state.last_poll_at = self._clock()
         state.poll_queries += queries

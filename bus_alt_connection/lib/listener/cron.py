@@ -84,7 +84,7 @@ class WakePipe:
         return self._read
 
     def wake(self):
-        """Call with the connection's lock held."""
+        """Call with the connection's lock held, as ``drain``."""
         with contextlib.suppress(OSError):
             if not self._closed and not self._pending:
                 self._pending = True
@@ -102,127 +102,52 @@ class WakePipe:
         os.close(self._read)
 
 
-class TriggerConnection:
-    """What core's cron runner selects on and polls (``cr._cnx``).
+def trigger_engine(name, route, max_delay=MAX_RETRY_DELAY):
+    """The listener engine of one cron runner's trigger listener."""
+    return ListenerEngine(
+        ListenerTexts(
+            f"cron trigger listener ({name})",
+            "the cron runner polls for jobs now to catch up",
+            WHILE_DOWN,
+        ),
+        lambda error: diagnose_connection_error(error, route)[1],
+        max_delay=max_delay,
+    )
 
-    One reader thread owns the psycopg2 connection: it waits on it, reads
-    the notifications into an inbox, and wakes core's runner. Core's runner
-    selects on the wake pipe, so no notification can be read by one thread
-    while another waits on the socket.
+
+class TriggerListener:
+    """The trigger LISTEN of one runner, on its own psycopg2 connection.
+
+    Its reader thread is the only one that reads the socket: it moves what
+    arrives to an inbox and calls ``on_arrival``; when the connection is
+    lost, it reconnects as the engine says and runs the LISTENs again.
     """
 
-    def __init__(
-        self,
-        route,
-        name,
-        send_notify=None,
-        explain_deafness=None,
-        connect=psycopg2.connect,
-        selfcheck_timeout=SELF_CHECK_TIMEOUT,
-        heartbeat_interval=HEARTBEAT_INTERVAL,
-        max_delay=MAX_RETRY_DELAY,
-        deaf_level=logging.ERROR,
-        on_close=None,
-    ):
-        """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
-            ``cron_trigger`` through Odoo's own route (the checks); None: no
-            checks
-        :param deaf_level: how a failed self-check is logged (WARNING when
-            a deaf route is expected to happen, in imdispatcher_mode auto)
-        :param on_close: called once, in the thread that closes it"""
+    def __init__(self, route, engine, on_arrival, connect=psycopg2.connect):
         self.route = route
-        self.name = name
+        self.engine = engine
+        self._on_arrival = on_arrival
         self._connect = connect
-        self._on_close = on_close
         self._lock = threading.RLock()
         self._pg = None
         self._listens = []
         self._inbox = []
-        self._closed = threading.Event()
-        self._wake = WakePipe()
         self._next_delay = None
-        self._probes = {}
-        self.engine = ListenerEngine(
-            ListenerTexts(
-                f"cron trigger listener ({name})",
-                "the cron runner polls for jobs now to catch up",
-                WHILE_DOWN,
-            ),
-            lambda error: diagnose_connection_error(error, route)[1],
-            max_delay=max_delay,
-        )
-        if send_notify is not None:
-            self.engine.watch = ListenerWatch(
-                self.engine.texts.subject,
-                route,
-                new_probe=lambda: TokenProbe(self._probes),
-                send_notify=send_notify,
-                explain_deafness=explain_deafness
-                or (lambda: "the route cannot hear Odoo"),
-                interrupt_listener=interrupt_connection,
-                stop_event=self._closed,
-                interval=heartbeat_interval,
-                timeout=selfcheck_timeout,
-                deaf_level=deaf_level,
-                deaf_consequence=DEAF_CONSEQUENCE,
-            )
+        #: set when closed; ends the reader thread and the watch
+        self.closed = threading.Event()
+        #: {payload: TokenProbe} of the checks under way
+        self.probes = {}
         #: cron triggers received (the checks' own excluded)
         self.triggers = 0
-        self.notifies = []
 
-    @property
-    def watch(self):
-        return self.engine.watch
-
-    @property
-    def state(self):
-        return self.engine.state
-
-    # what core uses --------------------------------------------------------
-
-    @property
-    def closed(self):
-        return self._closed.is_set()
-
-    def fileno(self):
-        return self._wake.fileno()
-
-    def poll(self):
-        """Hand the notifications the reader thread received to core."""
-        if self.closed:
-            raise psycopg2.InterfaceError("connection already closed")
-        with self._lock:
-            self._wake.drain()
-            self.notifies.extend(self._inbox)
-            self._inbox.clear()
-        del self.notifies[:-MAX_KEPT_NOTIFIES]
-
-    def close(self):
-        with self._lock:
-            if self.closed:
-                return
-            self._closed.set()
-            pg, self._pg = self._pg, None
-            self._wake.close()
-        if self.watch is not None:
-            self.watch.stop()
-        if pg is not None:
-            pg.close()
-        if self._on_close is not None:
-            self._on_close()
-
-    # life cycle ------------------------------------------------------------
-
-    def start(self):
+    def start(self, name):
         """Connect once now (or log why not), then read in the background."""
         try:
             self._open()
         except Exception as error:
             self._next_delay = self.engine.down(error, was_up=False)
-        if self.watch is not None:
-            self.watch.start(f"bus_alt_connection.{self.name}.watch")
         threading.Thread(
-            target=self._read, name=f"bus_alt_connection.{self.name}", daemon=True
+            target=self._read, name=f"bus_alt_connection.{name}", daemon=True
         ).start()
 
     def listen(self, statement):
@@ -249,11 +174,23 @@ class TriggerConnection:
                 self._lost(pg, error)
                 return None
 
+    def take_inbox(self):
+        with self._lock:
+            arrived, self._inbox = self._inbox, []
+        return arrived
+
     @property
     def backend_pid(self):
         """The PostgreSQL backend's pid while connected, else None."""
         pg = self._pg
         return pg.get_backend_pid() if pg is not None else None
+
+    def close(self):
+        with self._lock:
+            self.closed.set()
+            pg, self._pg = self._pg, None
+        if pg is not None:
+            pg.close()
 
     def _open(self):
         pg = self._connect(
@@ -284,8 +221,9 @@ class TriggerConnection:
 
     def _listening(self):
         """A LISTEN is active: a check sent now can arrive."""
-        if self.watch is not None:
-            self.watch.listener_connected(self._pg)
+        watch = self.engine.watch
+        if watch is not None:
+            watch.listener_connected(self._pg)
 
     def _lost(self, pg, error):
         with self._lock:
@@ -296,10 +234,8 @@ class TriggerConnection:
             pg.close()
         self._next_delay = self.engine.down(error, was_up=True)
 
-    # the reader thread -----------------------------------------------------
-
     def _read(self):
-        while not self.closed:
+        while not self.closed.is_set():
             pg = self._pg
             if pg is None:
                 self._reconnect()
@@ -310,28 +246,28 @@ class TriggerConnection:
                     pg.poll()
                     arrived = self._take_notifies(pg)
             except (psycopg2.Error, OSError, ValueError) as error:
-                if not self.closed:
+                if not self.closed.is_set():
                     self._lost(pg, error)
                 continue
             if arrived:
-                self._wake_runner()
+                self._on_arrival()
 
     def _reconnect(self):
         delay = self._next_delay if self._next_delay is not None else retry_delay(1)
-        if self._closed.wait(delay):
+        if self.closed.wait(delay):
             return
         try:
             self._open()
         except Exception as error:
             self._next_delay = self.engine.down(error, was_up=False)
             return
-        self._wake_runner()  # core's runner polls for jobs: the catch-up
+        self._on_arrival()  # core's runner polls for jobs: the catch-up
 
     def _take_notifies(self, pg):
         """Move what arrived to the inbox; True if core should wake."""
         arrived = False
         for notify in pg.notifies:
-            probe = self._probes.get(notify.payload)
+            probe = self.probes.get(notify.payload)
             if probe is not None:
                 probe.arrived()
             elif not is_token(notify.payload):
@@ -341,6 +277,114 @@ class TriggerConnection:
         pg.notifies.clear()
         del self._inbox[:-MAX_KEPT_NOTIFIES]
         return arrived
+
+
+class TriggerConnection:
+    """What core's cron runner selects on and polls (``cr._cnx``).
+
+    Core's runner selects on a wake pipe, never on the socket, so no
+    notification can be read by one thread while another waits on it.
+    """
+
+    def __init__(
+        self,
+        route,
+        name,
+        send_notify=None,
+        explain_deafness=None,
+        connect=psycopg2.connect,
+        selfcheck_timeout=SELF_CHECK_TIMEOUT,
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        max_delay=MAX_RETRY_DELAY,
+        deaf_level=logging.ERROR,
+        on_close=None,
+    ):
+        """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
+            ``cron_trigger`` through Odoo's own route (the checks); None: no
+            checks
+        :param deaf_level: how a failed self-check is logged (WARNING when
+            a deaf route is expected to happen, in imdispatcher_mode auto)
+        :param on_close: called once, in the thread that closes it"""
+        self.route = route
+        self.name = name
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._wake = WakePipe()
+        self.engine = trigger_engine(name, route, max_delay)
+        self.listener = TriggerListener(route, self.engine, self._wake_runner, connect)
+        if send_notify is not None:
+            self.engine.watch = ListenerWatch(
+                self.engine.texts.subject,
+                route,
+                new_probe=lambda: TokenProbe(self.listener.probes),
+                send_notify=send_notify,
+                explain_deafness=explain_deafness or (lambda: "the route cannot hear"),
+                interrupt_listener=interrupt_connection,
+                stop_event=self.listener.closed,
+                interval=heartbeat_interval,
+                timeout=selfcheck_timeout,
+                deaf_level=deaf_level,
+                deaf_consequence=DEAF_CONSEQUENCE,
+            )
+        self.notifies = []
+
+    @property
+    def watch(self):
+        return self.engine.watch
+
+    @property
+    def state(self):
+        return self.engine.state
+
+    @property
+    def backend_pid(self):
+        return self.listener.backend_pid
+
+    @property
+    def triggers(self):
+        return self.listener.triggers
+
+    @property
+    def closed(self):
+        return self.listener.closed.is_set()
+
+    def start(self):
+        """Connect, then read (and check) in the background."""
+        self.listener.start(self.name)
+        if self.watch is not None:
+            self.watch.start(f"bus_alt_connection.{self.name}.watch")
+
+    def listen(self, statement):
+        self.listener.listen(statement)
+
+    def execute(self, query, params=None):
+        return self.listener.execute(query, params)
+
+    # what core uses --------------------------------------------------------
+
+    def fileno(self):
+        return self._wake.fileno()
+
+    def poll(self):
+        """Hand the notifications the reader thread received to core."""
+        if self.closed:
+            raise psycopg2.InterfaceError("connection already closed")
+        with self._lock:
+            self._wake.drain()
+            self.notifies.extend(self.listener.take_inbox())
+        del self.notifies[:-MAX_KEPT_NOTIFIES]
+
+    def close(self):
+        with self._lock:
+            if self.closed:
+                return
+            self.listener.closed.set()
+            self._wake.close()
+        self.listener.close()
+        if self.watch is not None:
+            self.watch.stop()
+        if self._on_close is not None:
+            self._on_close()
 
     def _wake_runner(self):
         with self._lock:

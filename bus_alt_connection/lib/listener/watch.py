@@ -109,6 +109,30 @@ class CheckResult:
     detail: str = ""
 
 
+@dataclasses.dataclass
+class CheckRecord:
+    """What a watch's checks found so far, for health and metrics."""
+
+    last_result: CheckResult | None = None
+    #: {(kind, "pass" or "fail"): count}
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    last_pass_at: float | None = None
+    #: seconds from NOTIFY to the listener's hand-on, of the last pass
+    last_round_trip: float | None = None
+
+    @property
+    def last_check_passed(self):
+        """True or False for the last check; None before the first."""
+        return None if self.last_result is None else self.last_result.ok
+
+    def add(self, result, sent_at):
+        self.last_result = result
+        self.counts[result.kind, "pass" if result.ok else "fail"] += 1
+        if result.ok:
+            self.last_pass_at = result.at
+            self.last_round_trip = round(result.at - sent_at, 6)
+
+
 class ListenerWatch:
     """Runs in its own thread (a greenlet in the gevent worker)."""
 
@@ -162,17 +186,7 @@ class ListenerWatch:
         self.failures = 0
         self._deaf_detail = None
         self._stopped = False
-        self.last_result = None
-        #: {(kind, "pass" or "fail"): count}, for metrics
-        self.counts = collections.Counter()
-        self.last_pass_at = None
-        #: seconds from NOTIFY to the listener's hand-on, of the last pass
-        self.last_round_trip = None
-
-    @property
-    def last_check_passed(self):
-        """True or False for the last check; None before the first."""
-        return None if self.last_result is None else self.last_result.ok
+        self.record = CheckRecord()
 
     def start(self, name):
         threading.Thread(target=self.run, name=name, daemon=True).start()
@@ -232,11 +246,8 @@ class ListenerWatch:
         else:
             result.detail = self._on_deaf(kind)
         self._hearing = heard
-        self.last_result = result
-        self.counts[kind, "pass" if heard else "fail"] += 1
+        self.record.add(result, sent_at)
         if heard:
-            self.last_pass_at = result.at
-            self.last_round_trip = round(result.at - sent_at, 6)
             self.failures, self._deaf_detail = 0, None
         return result
 

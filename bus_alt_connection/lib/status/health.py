@@ -60,7 +60,7 @@ def health_report(supervisor, last_received_at=None, now=None):
     state = supervisor.state
     mode = supervisor.mode
     watch = supervisor.watch
-    last = watch.last_result if watch is not None else None
+    last = watch.record.last_result if watch is not None else None
     if mode.active == "poll":
         healthy = state.connected and _recent(
             state.last_poll_at, now, mode.poll_interval

@@ -187,7 +187,10 @@ def _checks(out, watch, now):
         "counter",
         "self-checks and heartbeats, by result",
         [
-            ({"kind": kind, "result": result}, watch.counts.get((kind, result), 0))
+            (
+                {"kind": kind, "result": result},
+                watch.record.counts.get((kind, result), 0),
+            )
             for kind in ("self-check", "heartbeat")
             for result in ("pass", "fail")
         ],
@@ -196,13 +199,15 @@ def _checks(out, watch, now):
         "check_last_pass_age_seconds",
         "gauge",
         "seconds since a self-check or heartbeat last passed (+Inf: never)",
-        [({}, _age(watch.last_pass_at, now))],
+        [({}, _age(watch.record.last_pass_at, now))],
     )
     out.add(
         "check_round_trip_seconds",
         "gauge",
         "the last passing check's time from NOTIFY to core's dispatch",
-        [({}, watch.last_round_trip)] if watch.last_round_trip is not None else [],
+        [({}, watch.record.last_round_trip)]
+        if watch.record.last_round_trip is not None
+        else [],
     )
 
 
@@ -240,4 +245,4 @@ def _cron(out, listeners):
 
 
 def _last_check_passed(listener):
-    return None if listener.watch is None else listener.watch.last_check_passed
+    return None if listener.watch is None else listener.watch.record.last_check_passed
