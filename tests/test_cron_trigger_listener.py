@@ -266,3 +266,28 @@ def test_a_flood_of_triggers_never_blocks_the_runner(sandbox, trigger):
     assert connection.notifies, "the flood never reached the runner"
     with Runner(connection) as runner:
         assert runner.hears(sandbox, "after_the_flood")
+
+
+def test_a_frozen_route_is_caught_by_the_heartbeat(sandbox, trigger, caplog):
+    """The cron listener shares the bus listener's watch: a route that stops
+    carrying anything (a hung proxy or network) is cut at the next
+    heartbeat and reconnected, instead of waiting for TCP keepalives."""
+    caplog.set_level(logging.INFO, LOGGER)
+    proxy = TcpProxy(sandbox.postgres.port)
+    proxy.start()
+    try:
+        connection, _ = trigger(proxy.port, timeout=1.0, heartbeat_interval=1.0)
+        assert wait_until(lambda: connection.watch.record.last_check_passed)
+        proxy.freeze()
+        assert wait_until(lambda: "heartbeat missed" in caplog.text), caplog.text
+        proxy.thaw()
+        assert wait_until(lambda: connection.state.connects == 2, timeout=15)
+        with Runner(connection) as runner:
+            assert runner.hears(sandbox, "db_after_freeze")
+    finally:
+        proxy.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "cron trigger listener (cron-test) heartbeat missed" in w for w in warnings
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
