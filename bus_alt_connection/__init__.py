@@ -1,10 +1,16 @@
 import importlib.util
 
 # The Odoo glue loads only inside Odoo, where core's bus is importable: the
-# route, connection and check modules are plain Python, importable by tools,
-# tests and ``python -m odoo.addons.bus_alt_connection.lib.check.setup`` from an
-# installed wheel, with or without Odoo's addons on the path.
+# plain-Python core (lib/) is importable by tools, tests and
+# ``python -m odoo.addons.bus_alt_connection.lib.check`` from an installed
+# wheel, with or without Odoo's addons on the path. On an Odoo whose core
+# lacks what the patches wrap, nothing is patched and one ERROR says so.
 if __name__.startswith("odoo.addons.") and importlib.util.find_spec("odoo.addons.bus"):
-    from . import cli
-    from . import controllers
-    from .hooks import post_load
+    from .patches.supported_core import missing_in_core
+
+    if missing_in_core():
+        from .patches.supported_core import report_unsupported as post_load
+    else:
+        from . import cli
+        from . import controllers
+        from .hooks import post_load

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -173,3 +174,38 @@ def test_checks_run_from_the_installed_wheel(
         )
         assert result.returncode == 0, (name, result.stdout, result.stderr[-3000:])
         assert "the bus will work" in result.stdout, (name, result.stdout)
+
+
+WITHOUT_IMDISPATCH = os.path.join(
+    REPO_ROOT, "tests", "odoo_sitecustomize", "core_without_imdispatch"
+)
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_an_odoo_without_imdispatch_gets_one_error_and_keeps_serving(
+    odoo_server, sandbox, workers
+):
+    """Odoo 20.0 rewrote its bus: no ``ImDispatch``. Played by a real Odoo
+    whose ``ImDispatch`` class is removed once core's bus module has run."""
+    server = odoo_server(
+        workers=workers,
+        listener_params=direct_route(sandbox),
+        environ={"PYTHONPATH": WITHOUT_IMDISPATCH},
+    )
+    assert server.wait_for_log(r"is not supported", timeout=60), server.log_text()
+    statuses = []
+    for _ in range(10):
+        statuses.append(server.http_status("/web/login"))
+        statuses.append(server.http_status("/bus_alt_connection/health"))
+        time.sleep(0.5)
+    assert statuses[::2] == [200] * 10
+    assert set(statuses[1::2]) == {404}  # no controller of ours
+    log = server.log_text()
+    errors = errors_in(log)
+    # one per process that loads the server-wide modules: prefork's gevent
+    # worker is a process of its own
+    assert len(errors) == (2 if workers else 1), errors
+    assert all("is not supported" in line for line in errors), errors
+    assert "core has no odoo.addons.bus.models.bus.ImDispatch.loop" in log
+    assert "Traceback" not in log
+    assert "bus listener" not in log and "cron trigger listener" not in log
