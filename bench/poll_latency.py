@@ -9,10 +9,11 @@ process of its own:
 
 * ``listen`` (baseline): LISTEN on the direct route, what the addon does
   in listen mode;
-* ``poll``: the addon's own ``BusPoller`` (``bus_alt_connection.lib.polling``)
-  through the transaction-mode PgBouncer every ``--interval`` ms (250, the
-  default of ``imdispatcher_poll_interval``), waiting the interval after
-  each poll like the addon's dispatcher.
+* ``poll``: the addon's own ``BusTracker`` (``bus_alt_connection.lib.polling``,
+  driven by ``tools.bus_poller.BusPoller``) through the transaction-mode
+  PgBouncer every ``--interval`` ms (250, the default of
+  ``imdispatcher_poll_interval``), waiting the interval after each poll
+  like the addon's dispatcher.
 
 Reported: latency from the sender's COMMIT sent to the receiver's read
 (p50/p99/max, and the ratio to listen mode at the same rate), rows read
@@ -30,7 +31,7 @@ import time
 
 import psycopg2
 
-from bus_alt_connection.lib.polling import BusPoller
+from tools.bus_poller import BusPoller
 from tools.pg_sandbox import Sandbox
 
 from . import latency
