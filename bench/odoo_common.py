@@ -22,7 +22,7 @@ import time
 
 import websocket  # websocket-client
 
-from tools.odoo_harness import BusClient, OdooServer
+from tools.odoo_harness import BusClient, OdooServer, create_bus_database
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
 from .common import say
@@ -84,14 +84,8 @@ def db_params(sandbox, via, superuser=False):
 def init_database(sandbox, odoo, workdir, dbname=DBNAME):
     """Create the benchmark database with ``bus`` installed (about a minute)."""
     say(f"creating the Odoo database {dbname} (about a minute) ...")
-    OdooServer(
-        *odoo,
-        os.path.join(workdir, "init"),
-        dbname,
-        sandbox.postgres.odoo_params(),
-        with_addon=False,
-    ).init_database()
-    return dbname
+    workdir = os.path.join(workdir, "init")
+    return create_bus_database(odoo, sandbox.postgres, workdir, dbname)
 
 
 def make_server(sandbox, odoo, workdir, mode, dbname=DBNAME, workers=0, options=None):
