@@ -17,7 +17,7 @@ benchmark at a time:
 It prints progress lines, then every table; writes ``bench/results/*.json``
 (one per benchmark and ``summary.json``), ``bench/results/tables.txt`` and
 PNG charts; with ``--update-readme`` it puts the tables and charts in
-README.rst. ``--from-results`` measures nothing and redoes the tables,
+bench/README.rst. ``--from-results`` measures nothing and redoes the tables,
 charts and README from ``summary.json``. No figure is asserted.
 """
 
@@ -69,7 +69,9 @@ QUICK_OPTIONS = {
     "recovery": ["--observe", "60"],
 }
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(REPO_ROOT, "README.rst")
+#: the README that shows the results, and its name in messages
+README = os.path.join(REPO_ROOT, "bench", "README.rst")
+README_NAME = "bench/README.rst"
 README_BEGIN = ".. bench-results-begin"
 README_END = ".. bench-results-end"
 
@@ -91,7 +93,7 @@ def parse_args(argv):
     parser.add_argument(
         "--update-readme",
         action="store_true",
-        help="write the tables and charts into README.rst",
+        help=f"write the tables and charts into {README_NAME}",
     )
     return parser.parse_args(argv)
 
@@ -195,25 +197,33 @@ def write_results(machine, results, results_dir):
     return paths
 
 
-def readme_block(lines, chart_paths):
+def readme_block(lines, chart_paths, readme_dir):
+    """The results block: the tables as a literal block, then the charts,
+    their paths relative to ``readme_dir`` (where the README is)."""
     block = [README_BEGIN, "", "::", ""]
     block += [f"    {line}".rstrip() for text in lines for line in text.split("\n")]
     for path in chart_paths:
-        relative = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+        relative = os.path.relpath(os.path.abspath(path), readme_dir)
         block += ["", f".. image:: {relative}", f"   :alt: {os.path.basename(path)}"]
     return block + ["", README_END]
 
 
 def update_readme(lines, chart_paths, readme=README):
-    with open(readme) as handle:
-        text = handle.read()
+    """Replace the README's results block; False when it has none."""
+    try:
+        with open(readme) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        say(f"{readme} does not exist: not updated")
+        return False
     pattern = re.compile(
         re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.DOTALL
     )
     if not pattern.search(text):
         say(f"{readme} has no '{README_BEGIN}' marker: not updated")
         return False
-    block = "\n".join(readme_block(lines, chart_paths))
+    readme_dir = os.path.dirname(os.path.abspath(readme))
+    block = "\n".join(readme_block(lines, chart_paths, readme_dir))
     with open(readme, "w") as handle:
         handle.write(pattern.sub(lambda _match: block, text))
     return True
@@ -247,9 +257,9 @@ def main(argv=None):
     chart_paths = charts.draw(results, args.results_dir)
     say("\nwritten: " + ", ".join(paths + chart_paths))
     if args.update_readme and set(results) != set(PARTS):
-        say("README.rst left alone: it shows a run of every part (needs ODOO_PATH)")
+        say(f"{README_NAME} left alone: it shows a run of every part (needs ODOO_PATH)")
     elif args.update_readme and update_readme(lines, chart_paths):
-        say("README.rst: tables and charts updated")
+        say(f"{README_NAME}: tables and charts updated")
     return 0
 
 
