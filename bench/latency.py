@@ -34,11 +34,11 @@ import psycopg2
 
 from . import entry
 from .common import (
+    add_latency_ratios,
     latency_summary,
     machine_line,
     print_table,
     quantiles_ms,
-    ratio,
     say,
 )
 
@@ -192,16 +192,9 @@ def cell_result(route, rate, times, arrivals, elapsed):
 
 def add_ratios(cells):
     """Each cell's p50/p99/max over the baseline's at the same rate."""
-    baselines = {c["rate"]: c for c in cells if c["route"] == BASELINE}
-    for cell in cells:
-        base = baselines.get(cell["rate"], {})
-        for key in ("p50_ms", "p99_ms", "max_ms"):
-            cell[f"{key[:-3]}_ratio"] = ratio(cell[key], base.get(key))
-        cell["from_commit_returned"]["p50_ratio"] = ratio(
-            cell["from_commit_returned"]["p50_ms"],
-            base.get("from_commit_returned", {}).get("p50_ms"),
-        )
-    return cells
+    return add_latency_ratios(
+        cells, lambda c: c["rate"], lambda c: c["route"] == BASELINE
+    )
 
 
 def run(sandbox, rates=RATES, counts=None, routes=ROUTES):

@@ -22,11 +22,11 @@ from tools.odoo_harness import BusClient
 
 from . import entry
 from .common import (
+    add_latency_ratios,
     latency_summary,
     machine_line,
     print_table,
     quantiles_ms,
-    ratio,
     say,
 )
 from .entry import DBNAME
@@ -135,16 +135,12 @@ def run_mode(sandbox, odoo, workdir, mode, cells, dbname=DBNAME):
 
 
 def add_ratios(cells, baseline=MODES[0].key):
-    bases = {(c["rate"], c["websockets"]): c for c in cells if c["mode"] == baseline}
-    for cell in cells:
-        base = bases.get((cell["rate"], cell["websockets"]), {})
-        for key in ("p50_ms", "p99_ms", "max_ms"):
-            cell[f"{key[:-3]}_ratio"] = ratio(cell[key], base.get(key))
-        cell["from_commit_returned"]["p50_ratio"] = ratio(
-            cell["from_commit_returned"]["p50_ms"],
-            base.get("from_commit_returned", {}).get("p50_ms"),
-        )
-    return cells
+    """Each cell's p50/p99/max over the baseline mode's in the same cell."""
+    return add_latency_ratios(
+        cells,
+        lambda c: (c["rate"], c["websockets"]),
+        lambda c: c["mode"] == baseline,
+    )
 
 
 def run(sandbox, odoo, workdir, cells=CELLS, modes=MODES, dbname=DBNAME):
