@@ -1,8 +1,9 @@
 # Shortcuts; the README's commands work without make.
 #   make bench         the benchmark suite (add ODOO_PATH=... ODOO_PYTHON=...
 #                      for the real-Odoo parts); writes bench/results/ and
-#                      the README's results section
-#   make bench-quick   a short run, to try it out (README left alone)
+#                      the results section of bench/README.rst
+#   make bench-quick   a short run, to try it out (bench/README.rst left
+#                      alone)
 #   make wheels        the addon's wheel and metapackage of every Odoo
 #                      series (16.0-19.0), in dist/wheels
 #   make test          the test-suite (bash tools/run-tests.sh)

@@ -16,12 +16,9 @@ instance), and the ratio to the direct setup with the same workers and
 instances. Writes ``bench/results/backends.json``.
 """
 
-import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -29,21 +26,23 @@ import urllib.request
 
 import psycopg2
 
-from tools.odoo_harness import BusClient, OdooServer, odoo_from_environment, odoo_series
-from tools.pg_sandbox import LOOPBACK, ODOO_USER, Sandbox
+from tools.odoo_harness import BusClient, OdooServer
+from tools.pg_sandbox import LOOPBACK, ODOO_USER
 
-from .common import machine_info, machine_line, print_table, ratio, say, write_json
+from . import entry
+from .common import machine_line, print_table, ratio, say
 from .odoo_common import (
     ADDON,
     CORE_DIRECT,
     Collector,
     ShellSender,
     db_params,
-    init_database,
     make_server,
     start_server,
 )
 
+#: why it needs ODOO_PATH and ODOO_PYTHON
+NEEDS_ODOO = "a real Odoo tree"
 MODES = (CORE_DIRECT, ADDON)
 #: (HTTP workers per instance, instances)
 CONFIGS = ((2, 1), (4, 1), (8, 1), (4, 2))
@@ -365,35 +364,26 @@ def report(rows, machine):
     say(FOOTNOTE)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(parser):
     parser.add_argument("--quick", action="store_true", help="4 workers, 1 instance")
-    parser.add_argument("--results-dir", help="where to write backends.json")
-    args = parser.parse_args(argv)
-    odoo = odoo_from_environment()
-    if odoo is None:
-        say("needs ODOO_PATH and ODOO_PYTHON (a real Odoo tree)")
-        return 2
-    workdir = tempfile.mkdtemp(prefix="bus-alt-bench-")
-    try:
-        with Sandbox() as sandbox:
-            machine = machine_info(sandbox, odoo_series(odoo[0]))
-            init_database(sandbox, odoo, workdir)
-            rows = run(
-                sandbox,
-                odoo,
-                workdir,
-                QUICK_CONFIGS if args.quick else CONFIGS,
-                measure_s=QUICK_MEASURE_S if args.quick else MEASURE_S,
-            )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report(rows, machine)
-    path = write_json(
-        "backends", {"machine": machine, "rows": rows}, results_dir=args.results_dir
+
+
+def measure_in(setting):
+    quick = setting.args.quick
+    configs = QUICK_CONFIGS if quick else CONFIGS
+    measure_s = QUICK_MEASURE_S if quick else MEASURE_S
+    return run(
+        setting.sandbox, setting.odoo, setting.workdir, configs, measure_s=measure_s
     )
-    say(f"\nwritten: {path}")
-    return 0
+
+
+payload = entry.machine_and("rows")
+SCRIPT = entry.Script(
+    "backends", __doc__, options, measure_in, report, payload, NEEDS_ODOO
+)
+
+
+main = SCRIPT.main
 
 
 if __name__ == "__main__":

@@ -63,6 +63,22 @@ def ratio(value, baseline):
     return value / baseline
 
 
+def add_latency_ratios(cells, same_cell, is_baseline):
+    """Each cell's p50/p99/max, and p50 from the commit returned, over the
+    baseline's in the same cell: ``same_cell(cell)`` names the cell,
+    ``is_baseline(cell)`` tells the baseline's."""
+    bases = {same_cell(c): c for c in cells if is_baseline(c)}
+    for cell in cells:
+        base = bases.get(same_cell(cell), {})
+        for key in ("p50_ms", "p99_ms", "max_ms"):
+            cell[f"{key[:-3]}_ratio"] = ratio(cell[key], base.get(key))
+        cell["from_commit_returned"]["p50_ratio"] = ratio(
+            cell["from_commit_returned"]["p50_ms"],
+            base.get("from_commit_returned", {}).get("p50_ms"),
+        )
+    return cells
+
+
 # formatting -----------------------------------------------------------------
 
 

@@ -15,23 +15,24 @@ database clock when it starts. Needs ODOO_PATH and ODOO_PYTHON; about
 ``--triggers`` x 1 minute for the PgBouncer setup without redirect.
 """
 
-import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 from tools.cron_probe import install_probe_cron, last_run_id, trigger, wait_for_run
-from tools.odoo_harness import OdooServer, odoo_from_environment, odoo_series
-from tools.pg_sandbox import Sandbox
+from tools.odoo_harness import OdooServer
 
-from .common import print_table, say, write_json
-from .odoo_common import init_database
+from . import entry
+from .common import print_table, say
 
 #: Core's polling round is 60 s plus the runner's number; wait past it.
 WAIT = 100
+TRIGGERS = 3
+#: why it needs ODOO_PATH and ODOO_PYTHON
+NEEDS_ODOO = "cron runners need a real Odoo"
+#: its Odoo database, when run alone
+DBNAME = "cron_bench"
 
 
 def setups(sandbox):
@@ -95,7 +96,7 @@ def summary(delays):
     }
 
 
-def run(sandbox, odoo, workdir, dbname, triggers=3):
+def run(sandbox, odoo, workdir, dbname, triggers=TRIGGERS):
     """Every setup in turn on ``dbname``; [(label, summary)]."""
     all_setups, direct_route = setups(sandbox)
     return [
@@ -128,29 +129,32 @@ def table_rows(rows):
     ]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--triggers", type=int, default=3)
-    args = parser.parse_args(argv)
-    odoo = odoo_from_environment()
-    if odoo is None:
-        say("needs ODOO_PATH and ODOO_PYTHON: cron runners need a real Odoo")
-        return 2
-    workdir = tempfile.mkdtemp(prefix="bus-alt-bench-cron-")
-    try:
-        with Sandbox() as sandbox:
-            dbname = init_database(sandbox, odoo, workdir, "cron_bench")
-            rows = run(sandbox, odoo, workdir, dbname, args.triggers)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    series = odoo_series(odoo[0])
+def options(parser):
+    parser.add_argument("--triggers", type=int, default=TRIGGERS)
+
+
+def measure_in(setting):
+    return run(*setting.odoo_site, setting.args.triggers)
+
+
+def report(rows, machine):
     print_table(
-        f"Cron trigger to job start, Odoo {series} (same run, same machine)",
+        f"Cron trigger to job start, Odoo {machine['odoo']} (same run, same machine)",
         TABLE_HEADER,
         table_rows(rows),
     )
-    write_json("cron_trigger", {"odoo": series, "rows": dict(rows)})
-    return 0
+
+
+def payload(rows, machine):
+    return {"odoo": machine["odoo"], "rows": dict(rows)}
+
+
+SCRIPT = entry.Script(
+    "cron_trigger", __doc__, options, measure_in, report, payload, NEEDS_ODOO, DBNAME
+)
+
+
+main = SCRIPT.main
 
 
 if __name__ == "__main__":

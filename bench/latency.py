@@ -23,7 +23,6 @@ the table also hold it counted from the moment ``commit()`` returned; that
 one can be negative, as PostgreSQL signals the listeners while it commits.
 """
 
-import argparse
 import dataclasses
 import multiprocessing
 import os
@@ -33,17 +32,14 @@ import time
 
 import psycopg2
 
-from tools.pg_sandbox import Sandbox
-
+from . import entry
 from .common import (
+    add_latency_ratios,
     latency_summary,
-    machine_info,
     machine_line,
     print_table,
     quantiles_ms,
-    ratio,
     say,
-    write_json,
 )
 
 RATES = (10, 100, 1000)
@@ -196,16 +192,9 @@ def cell_result(route, rate, times, arrivals, elapsed):
 
 def add_ratios(cells):
     """Each cell's p50/p99/max over the baseline's at the same rate."""
-    baselines = {c["rate"]: c for c in cells if c["route"] == BASELINE}
-    for cell in cells:
-        base = baselines.get(cell["rate"], {})
-        for key in ("p50_ms", "p99_ms", "max_ms"):
-            cell[f"{key[:-3]}_ratio"] = ratio(cell[key], base.get(key))
-        cell["from_commit_returned"]["p50_ratio"] = ratio(
-            cell["from_commit_returned"]["p50_ms"],
-            base.get("from_commit_returned", {}).get("p50_ms"),
-        )
-    return cells
+    return add_latency_ratios(
+        cells, lambda c: c["rate"], lambda c: c["route"] == BASELINE
+    )
 
 
 def run(sandbox, rates=RATES, counts=None, routes=ROUTES):
@@ -279,23 +268,22 @@ FOOTNOTE = (
 )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(parser):
     parser.add_argument("--quick", action="store_true", help="fewer notifications")
     parser.add_argument("--count", type=int, help="notifications per cell")
     parser.add_argument("--rates", type=int, nargs="+", default=list(RATES))
-    parser.add_argument("--results-dir", help="where to write latency.json")
-    args = parser.parse_args(argv)
+
+
+def measure_in(setting):
+    args = setting.args
     counts = args.count or (QUICK_COUNTS if args.quick else COUNTS)
-    with Sandbox() as sandbox:
-        machine = machine_info(sandbox)
-        cells = run(sandbox, args.rates, counts)
-    report(cells, machine)
-    path = write_json(
-        "latency", {"machine": machine, "cells": cells}, results_dir=args.results_dir
-    )
-    say(f"\nwritten: {path}")
-    return 0
+    return run(setting.sandbox, args.rates, counts)
+
+
+SCRIPT = entry.Script("latency", __doc__, options, measure_in, report)
+
+
+main = SCRIPT.main
 
 
 if __name__ == "__main__":

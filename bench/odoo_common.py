@@ -1,4 +1,4 @@
-"""Real-Odoo parts the benchmarks share: modes, the database, servers, a sender.
+"""Real-Odoo parts the benchmarks share: modes, servers, a sender, websockets.
 
 A mode is how an Odoo server reaches PostgreSQL: a row of a benchmark. A new
 way of running the bus (a later ``imdispatcher_mode = poll``, say) is one more
@@ -26,8 +26,8 @@ from tools.odoo_harness import BusClient, OdooServer
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
 from .common import say
+from .entry import DBNAME
 
-DBNAME = "bus_bench"
 NOTIFICATION = "bus_alt_bench"
 
 
@@ -79,19 +79,6 @@ def db_params(sandbox, via, superuser=False):
     if superuser:
         params.update(user=SUPERUSER, password=SUPERUSER_PASSWORD)
     return params
-
-
-def init_database(sandbox, odoo, workdir, dbname=DBNAME):
-    """Create the benchmark database with ``bus`` installed (about a minute)."""
-    say(f"creating the Odoo database {dbname} (about a minute) ...")
-    OdooServer(
-        *odoo,
-        os.path.join(workdir, "init"),
-        dbname,
-        sandbox.postgres.odoo_params(),
-        with_addon=False,
-    ).init_database()
-    return dbname
 
 
 def make_server(sandbox, odoo, workdir, mode, dbname=DBNAME, workers=0, options=None):

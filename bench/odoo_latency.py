@@ -14,34 +14,28 @@ has it from the cursor's commit returned, NOTIFY sent. Cells: rates
 Writes ``bench/results/odoo_latency.json``.
 """
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 
-from tools.odoo_harness import BusClient, odoo_from_environment, odoo_series
-from tools.pg_sandbox import Sandbox
+from tools.odoo_harness import BusClient
 
+from . import entry
 from .common import (
+    add_latency_ratios,
     latency_summary,
-    machine_info,
     machine_line,
     print_table,
     quantiles_ms,
-    ratio,
     say,
-    write_json,
 )
+from .entry import DBNAME
 from .odoo_common import (
     ADDON,
     CORE_DIRECT,
-    DBNAME,
     POLL,
     Collector,
     ShellSender,
-    init_database,
     make_server,
     start_server,
 )
@@ -60,6 +54,8 @@ CELLS = (
 )
 QUICK_CELLS = ((10, 1, 30), (100, 1, 200), (1000, 1, 200), (10, 10, 30))
 GRACE_S = 10.0
+#: why it needs ODOO_PATH and ODOO_PYTHON
+NEEDS_ODOO = "a real Odoo tree"
 
 
 def measure_cell(server, rate, clients, count):
@@ -139,20 +135,16 @@ def run_mode(sandbox, odoo, workdir, mode, cells, dbname=DBNAME):
 
 
 def add_ratios(cells, baseline=MODES[0].key):
-    bases = {(c["rate"], c["websockets"]): c for c in cells if c["mode"] == baseline}
-    for cell in cells:
-        base = bases.get((cell["rate"], cell["websockets"]), {})
-        for key in ("p50_ms", "p99_ms", "max_ms"):
-            cell[f"{key[:-3]}_ratio"] = ratio(cell[key], base.get(key))
-        cell["from_commit_returned"]["p50_ratio"] = ratio(
-            cell["from_commit_returned"]["p50_ms"],
-            base.get("from_commit_returned", {}).get("p50_ms"),
-        )
-    return cells
+    """Each cell's p50/p99/max over the baseline mode's in the same cell."""
+    return add_latency_ratios(
+        cells,
+        lambda c: (c["rate"], c["websockets"]),
+        lambda c: c["mode"] == baseline,
+    )
 
 
 def run(sandbox, odoo, workdir, cells=CELLS, modes=MODES, dbname=DBNAME):
-    """Every mode over every cell; the database must exist (init_database)."""
+    """Every mode over every cell; the database must exist."""
     results = []
     for mode in modes:
         results += run_mode(sandbox, odoo, workdir, mode, cells, dbname)
@@ -215,31 +207,27 @@ FOOTNOTE = (
 )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(parser):
     parser.add_argument("--quick", action="store_true", help="fewer, smaller cells")
-    parser.add_argument("--results-dir", help="where to write odoo_latency.json")
-    args = parser.parse_args(argv)
-    odoo = odoo_from_environment()
-    if odoo is None:
-        say("needs ODOO_PATH and ODOO_PYTHON (a real Odoo tree)")
-        return 2
-    workdir = tempfile.mkdtemp(prefix="bus-alt-bench-")
-    try:
-        with Sandbox() as sandbox:
-            machine = machine_info(sandbox, odoo_series(odoo[0]))
-            init_database(sandbox, odoo, workdir)
-            cells = run(sandbox, odoo, workdir, QUICK_CELLS if args.quick else CELLS)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report(cells, machine)
-    path = write_json(
-        "odoo_latency",
-        {"machine": machine, "modes": [m.key for m in MODES], "cells": cells},
-        results_dir=args.results_dir,
+
+
+def measure_in(setting):
+    cells = QUICK_CELLS if setting.args.quick else CELLS
+    return run(
+        setting.sandbox, setting.odoo, setting.workdir, cells, dbname=setting.dbname
     )
-    say(f"\nwritten: {path}")
-    return 0
+
+
+def payload(cells, machine):
+    return {"machine": machine, "modes": [m.key for m in MODES], "cells": cells}
+
+
+SCRIPT = entry.Script(
+    "odoo_latency", __doc__, options, measure_in, report, payload, NEEDS_ODOO
+)
+
+
+main = SCRIPT.main
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ process of its own:
 
 * ``listen`` (baseline): LISTEN on the direct route, what the addon does
   in listen mode;
-* ``poll``: the addon's own ``BusPoller`` (``bus_alt_connection.lib.polling``)
-  through the transaction-mode PgBouncer every ``--interval`` ms (250, the
-  default of ``imdispatcher_poll_interval``), waiting the interval after
-  each poll like the addon's dispatcher.
+* ``poll``: the addon's own ``BusTracker`` (``bus_alt_connection.lib.polling``,
+  driven by ``tools.bus_poller.BusPoller``) through the transaction-mode
+  PgBouncer every ``--interval`` ms (250, the default of
+  ``imdispatcher_poll_interval``), waiting the interval after each poll
+  like the addon's dispatcher.
 
 Reported: latency from the sender's COMMIT sent to the receiver's read
 (p50/p99/max, and the ratio to listen mode at the same rate), rows read
@@ -21,7 +22,6 @@ poll; LISTEN runs none). Target of poll mode: p50 at most
 interval / 2 + 20 ms.
 """
 
-import argparse
 import json
 import multiprocessing
 import queue
@@ -30,19 +30,16 @@ import time
 
 import psycopg2
 
-from bus_alt_connection.lib.polling import BusPoller
-from tools.pg_sandbox import Sandbox
+from tools.bus_poller import BusPoller
 
-from . import latency
+from . import entry, latency
 from .common import (
     latency_summary,
-    machine_info,
     machine_line,
     print_table,
     quantiles_ms,
     ratio,
     say,
-    write_json,
 )
 
 DBNAME = "poll_bench"
@@ -251,25 +248,22 @@ def report(cells, machine):
     say(FOOTNOTE)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(parser):
     parser.add_argument("--quick", action="store_true", help="fewer notifications")
     parser.add_argument("--interval", type=int, default=INTERVAL_MS, help="ms")
     parser.add_argument("--rates", type=int, nargs="+", default=list(RATES))
-    parser.add_argument("--results-dir", help="where to write poll_latency.json")
-    args = parser.parse_args(argv)
+
+
+def measure_in(setting):
+    args = setting.args
     counts = QUICK_COUNTS if args.quick else COUNTS
-    with Sandbox() as sandbox:
-        machine = machine_info(sandbox)
-        cells = run(sandbox, args.rates, counts, args.interval)
-    report(cells, machine)
-    path = write_json(
-        "poll_latency",
-        {"machine": machine, "cells": cells},
-        results_dir=args.results_dir,
-    )
-    say(f"\nwritten: {path}")
-    return 0
+    return run(setting.sandbox, args.rates, counts, args.interval)
+
+
+SCRIPT = entry.Script("poll_latency", __doc__, options, measure_in, report)
+
+
+main = SCRIPT.main
 
 
 if __name__ == "__main__":

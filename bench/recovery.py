@@ -20,26 +20,23 @@ sender itself needed: the listener cannot deliver earlier than that.
 Needs ODOO_PATH and ODOO_PYTHON (a real Odoo tree); about 3 minutes.
 """
 
-import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-from tools.odoo_harness import BusClient, OdooServer, odoo_from_environment, odoo_series
-from tools.pg_sandbox import Sandbox
+from tools.odoo_harness import BusClient, OdooServer
 
-from . import common
-from .common import machine_info, say, write_json
-from .odoo_common import init_database
+from . import common, entry
+from .common import say
 
 NOTIFICATION = "bus_alt_bench"
 LATE = 5.0
 #: seconds observed after the restart; core sleeps 50 s after a lost listener
 OBSERVE_S = 70.0
+#: why it needs ODOO_PATH and ODOO_PYTHON
+NEEDS_ODOO = "core's behaviour needs a real Odoo"
 SENDER = """
 import time
 from odoo import api, SUPERUSER_ID
@@ -233,30 +230,28 @@ def result_data(series, rows, machine=None):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(parser):
     parser.add_argument("--observe", type=float, default=OBSERVE_S)
-    parser.add_argument("--results-dir", help="where to write recovery.json")
-    args = parser.parse_args(argv)
-    odoo = odoo_from_environment()
-    if odoo is None:
-        say("needs ODOO_PATH and ODOO_PYTHON: core's behaviour needs a real Odoo")
-        return 2
-    workdir = tempfile.mkdtemp(prefix="bus-alt-bench-")
-    try:
-        with Sandbox() as sandbox:
-            machine = machine_info(sandbox, odoo_series(odoo[0]))
-            dbname = init_database(sandbox, odoo, workdir)
-            rows = run(sandbox, odoo, workdir, dbname, args.observe)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    series = odoo_series(odoo[0])
-    print_table(series, rows)
-    path = write_json(
-        "recovery", result_data(series, rows, machine), results_dir=args.results_dir
-    )
-    say(f"\nwritten: {path}")
-    return 0
+
+
+def measure_in(setting):
+    return run(*setting.odoo_site, setting.args.observe)
+
+
+def report(rows, machine):
+    print_table(machine["odoo"], rows)
+
+
+def payload(rows, machine):
+    return result_data(machine["odoo"], rows, machine)
+
+
+SCRIPT = entry.Script(
+    "recovery", __doc__, options, measure_in, report, payload, NEEDS_ODOO
+)
+
+
+main = SCRIPT.main
 
 
 if __name__ == "__main__":

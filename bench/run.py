@@ -17,21 +17,19 @@ benchmark at a time:
 It prints progress lines, then every table; writes ``bench/results/*.json``
 (one per benchmark and ``summary.json``), ``bench/results/tables.txt`` and
 PNG charts; with ``--update-readme`` it puts the tables and charts in
-README.rst. ``--from-results`` measures nothing and redoes the tables,
+bench/README.rst. ``--from-results`` measures nothing and redoes the tables,
 charts and README from ``summary.json``. No figure is asserted.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
-from tools.odoo_harness import odoo_from_environment, odoo_series
-from tools.pg_sandbox import Sandbox
+from tools.odoo_harness import odoo_from_environment
 
 from . import (
     backends,
@@ -44,30 +42,38 @@ from . import (
 )
 from .common import (
     RESULTS_DIR,
-    machine_info,
     machine_line,
     say,
     table_lines,
     write_json,
 )
-from .odoo_common import init_database
+from .entry import setting
 
-PARTS = (
-    "latency",
-    "poll_latency",
-    "odoo_latency",
-    "backends",
-    "cron_trigger",
-    "recovery",
-)
+#: each part's script, in the order they run (recovery last: it stops and
+#: starts PostgreSQL)
+SCRIPTS = {
+    "latency": latency.SCRIPT,
+    "poll_latency": poll_latency.SCRIPT,
+    "odoo_latency": odoo_latency.SCRIPT,
+    "backends": backends.SCRIPT,
+    "cron_trigger": cron_trigger.SCRIPT,
+    "recovery": recovery.SCRIPT,
+}
+PARTS = tuple(SCRIPTS)
 #: the parts that need no Odoo
 PLAIN_PARTS = ("latency", "poll_latency")
-QUICK_CRON_TRIGGERS = 1
+#: a part's options in a quick run, as on its script's command line; the
+#: parts not named here take ``--quick``
+QUICK_OPTIONS = {
+    "cron_trigger": ["--triggers", "1"],
+    "recovery": ["--observe", "60"],
+}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(REPO_ROOT, "README.rst")
+#: the README that shows the results, and its name in messages
+README = os.path.join(REPO_ROOT, "bench", "README.rst")
+README_NAME = "bench/README.rst"
 README_BEGIN = ".. bench-results-begin"
 README_END = ".. bench-results-end"
-QUICK_RECOVERY_OBSERVE_S = 60.0
 
 
 def parse_args(argv):
@@ -87,7 +93,7 @@ def parse_args(argv):
     parser.add_argument(
         "--update-readme",
         action="store_true",
-        help="write the tables and charts into README.rst",
+        help=f"write the tables and charts into {README_NAME}",
     )
     return parser.parse_args(argv)
 
@@ -105,57 +111,38 @@ class Steps:
         say(f"\n=== [{index}/{len(self.parts)}] {part} (at {elapsed:.0f} s) ===")
 
 
-def run_parts(args, odoo, workdir):
-    """Run the parts asked for; (machine, {part: results})."""
-    parts = [p for p in args.only if p in PLAIN_PARTS or odoo]
-    if odoo is None and parts != args.only:
+def parts_to_run(args, odoo):
+    """The parts asked for, in the order of PARTS; without Odoo, the plain ones."""
+    parts = [p for p in PARTS if p in args.only and (p in PLAIN_PARTS or odoo)]
+    if len(parts) < len(set(args.only)):
         say("ODOO_PATH/ODOO_PYTHON not set: only the parts without Odoo run")
+    return parts
+
+
+def part_setting(bench, part):
+    """The run's setting as the part's script sees it: the arguments its
+    command line would give, and a scratch folder of its own (the parts'
+    Odoo servers name their folders alike)."""
+    argv = QUICK_OPTIONS.get(part, ["--quick"]) if bench.args.quick else []
+    return dataclasses.replace(
+        bench,
+        args=SCRIPTS[part].parse_args(argv),
+        workdir=os.path.join(bench.workdir, part),
+    )
+
+
+def run_parts(bench):
+    """Run the parts asked for, one Odoo database for all; (machine, results)."""
+    parts = parts_to_run(bench.args, bench.odoo)
     steps, results = Steps(parts), {}
-    with Sandbox() as sandbox:
-        machine = machine_info(sandbox, odoo and odoo_series(odoo[0]))
-        say(f"machine: {machine_line(machine)}")
-        if "latency" in parts:
-            steps.begin("latency")
-            counts = latency.QUICK_COUNTS if args.quick else latency.COUNTS
-            results["latency"] = latency.run(sandbox, counts=counts)
-        if "poll_latency" in parts:
-            steps.begin("poll_latency")
-            counts = poll_latency.QUICK_COUNTS if args.quick else poll_latency.COUNTS
-            results["poll_latency"] = poll_latency.run(sandbox, counts=counts)
-        if odoo and set(parts) - set(PLAIN_PARTS):
-            dbname = init_database(sandbox, odoo, workdir)
-        if "odoo_latency" in parts:
-            steps.begin("odoo_latency")
-            cells = odoo_latency.QUICK_CELLS if args.quick else odoo_latency.CELLS
-            results["odoo_latency"] = odoo_latency.run(
-                sandbox, odoo, os.path.join(workdir, "latency"), cells
-            )
-        if "backends" in parts:
-            steps.begin("backends")
-            results["backends"] = backends.run(
-                sandbox,
-                odoo,
-                os.path.join(workdir, "backends"),
-                backends.QUICK_CONFIGS if args.quick else backends.CONFIGS,
-                measure_s=backends.QUICK_MEASURE_S if args.quick else None,
-            )
-        if "cron_trigger" in parts:
-            steps.begin("cron_trigger")
-            results["cron_trigger"] = cron_trigger.run(
-                sandbox,
-                odoo,
-                os.path.join(workdir, "cron"),
-                dbname,
-                QUICK_CRON_TRIGGERS if args.quick else 3,
-            )
-        if "recovery" in parts:  # last: it stops and starts PostgreSQL
-            steps.begin("recovery")
-            observe = QUICK_RECOVERY_OBSERVE_S if args.quick else recovery.OBSERVE_S
-            results["recovery"] = recovery.run(
-                sandbox, odoo, os.path.join(workdir, "recovery"), dbname, observe
-            )
-    machine["duration_s"] = round(time.monotonic() - steps.started)
-    return machine, results
+    say(f"machine: {machine_line(bench.machine)}")
+    for part in parts:
+        if part not in PLAIN_PARTS and bench.dbname is None:
+            bench.create_database()
+        steps.begin(part)
+        results[part] = SCRIPTS[part].measure(part_setting(bench, part))
+    bench.machine["duration_s"] = round(time.monotonic() - steps.started)
+    return bench.machine, results
 
 
 # tables -----------------------------------------------------------------------
@@ -210,25 +197,33 @@ def write_results(machine, results, results_dir):
     return paths
 
 
-def readme_block(lines, chart_paths):
+def readme_block(lines, chart_paths, readme_dir):
+    """The results block: the tables as a literal block, then the charts,
+    their paths relative to ``readme_dir`` (where the README is)."""
     block = [README_BEGIN, "", "::", ""]
     block += [f"    {line}".rstrip() for text in lines for line in text.split("\n")]
     for path in chart_paths:
-        relative = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+        relative = os.path.relpath(os.path.abspath(path), readme_dir)
         block += ["", f".. image:: {relative}", f"   :alt: {os.path.basename(path)}"]
     return block + ["", README_END]
 
 
 def update_readme(lines, chart_paths, readme=README):
-    with open(readme) as handle:
-        text = handle.read()
+    """Replace the README's results block; False when it has none."""
+    try:
+        with open(readme) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        say(f"{readme} does not exist: not updated")
+        return False
     pattern = re.compile(
         re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.DOTALL
     )
     if not pattern.search(text):
         say(f"{readme} has no '{README_BEGIN}' marker: not updated")
         return False
-    block = "\n".join(readme_block(lines, chart_paths))
+    readme_dir = os.path.dirname(os.path.abspath(readme))
+    block = "\n".join(readme_block(lines, chart_paths, readme_dir))
     with open(readme, "w") as handle:
         handle.write(pattern.sub(lambda _match: block, text))
     return True
@@ -241,12 +236,8 @@ def load_results(results_dir):
 
 
 def measure(args):
-    odoo = odoo_from_environment()
-    workdir = tempfile.mkdtemp(prefix="bus-alt-bench-")
-    try:
-        machine, results = run_parts(args, odoo, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with setting(args, odoo_from_environment()) as bench:
+        machine, results = run_parts(bench)
     os.makedirs(args.results_dir, exist_ok=True)
     return machine, results, write_results(machine, results, args.results_dir)
 
@@ -266,9 +257,9 @@ def main(argv=None):
     chart_paths = charts.draw(results, args.results_dir)
     say("\nwritten: " + ", ".join(paths + chart_paths))
     if args.update_readme and set(results) != set(PARTS):
-        say("README.rst left alone: it shows a run of every part (needs ODOO_PATH)")
+        say(f"{README_NAME} left alone: it shows a run of every part (needs ODOO_PATH)")
     elif args.update_readme and update_readme(lines, chart_paths):
-        say("README.rst: tables and charts updated")
+        say(f"{README_NAME}: tables and charts updated")
     return 0
 
 

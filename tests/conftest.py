@@ -5,7 +5,12 @@ import tempfile
 
 import pytest
 
-from tools.odoo_harness import OdooServer, odoo_from_environment, odoo_series
+from tools.odoo_harness import (
+    OdooServer,
+    create_bus_database,
+    odoo_from_environment,
+    odoo_series,
+)
 from tools.pg_sandbox import Sandbox
 
 
@@ -43,17 +48,9 @@ def odoo_workdir():
 @pytest.fixture(scope="session")
 def odoo_database(sandbox, odoo_tree, odoo_workdir):
     """An Odoo database with ``bus`` installed, created once per session."""
-    odoo_path, odoo_python = odoo_tree
-    dbname = "busdb" + odoo_series(odoo_path).replace(".", "_")
-    OdooServer(
-        odoo_path,
-        odoo_python,
-        os.path.join(odoo_workdir, "init"),
-        dbname,
-        sandbox.postgres.odoo_params(),
-        with_addon=False,
-    ).init_database()
-    return dbname
+    dbname = "busdb" + odoo_series(odoo_tree[0]).replace(".", "_")
+    workdir = os.path.join(odoo_workdir, "init")
+    return create_bus_database(odoo_tree, sandbox.postgres, workdir, dbname)
 
 
 @pytest.fixture

@@ -67,20 +67,32 @@ def test_latency_bench_tiny_run_writes_its_json(sandbox, tmp_path):
 
 
 def test_readme_results_block_is_replaced(tmp_path):
+    """As bench/README.rst: the chart paths are relative to the README."""
     readme = tmp_path / "README.rst"
     readme.write_text(
         "Title\n=====\n\n.. bench-results-begin\n\nold\n\n"
         ".. bench-results-end\n\nAfter\n"
     )
     lines = ["2026-01-01; a machine", "", "route  p50 ms", "-----  ------"]
-    chart = os.path.join(run.REPO_ROOT, "bench", "results", "latency.png")
+    chart = os.path.join(tmp_path, "results", "latency.png")
     assert run.update_readme(lines, [chart], readme=str(readme))
     text = readme.read_text()
     assert "old" not in text
     assert "    route  p50 ms" in text
-    assert ".. image:: bench/results/latency.png" in text
+    assert ".. image:: results/latency.png" in text
     assert text.startswith("Title\n") and text.endswith("After\n")
     assert run.update_readme(lines, [], readme=str(readme))  # markers kept
+
+
+def test_the_results_go_to_bench_readme():
+    assert run.README == os.path.join(run.REPO_ROOT, "bench", "README.rst")
+    chart = os.path.join(run.RESULTS_DIR, "latency.png")
+    block = run.readme_block([], [chart], os.path.dirname(run.README))
+    assert ".. image:: results/latency.png" in block
+
+
+def test_a_missing_readme_is_left_alone(tmp_path):
+    assert not run.update_readme(["a line"], [], readme=str(tmp_path / "none.rst"))
 
 
 def test_odoo_latency_bench_tiny_run(sandbox, odoo_tree, odoo_database, odoo_workdir):

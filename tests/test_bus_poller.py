@@ -12,7 +12,8 @@ import uuid
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.polling import POLL_SQL, BusPoller, BusTracker
+from bus_alt_connection.lib.polling import POLL_SQL, BusTracker
+from tools.bus_poller import BusPoller
 
 DB_OID = 16384
 OTHER_OID = 16999

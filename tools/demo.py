@@ -19,7 +19,13 @@ from bus_alt_connection.lib.check.probe import notify_roundtrip
 from bus_alt_connection.lib.route.config import resolve_route
 from bus_alt_connection.lib.route.connection import listener_params
 
-from .odoo_harness import BusClient, OdooServer, odoo_from_environment, odoo_series
+from .odoo_harness import (
+    BusClient,
+    OdooServer,
+    create_bus_database,
+    odoo_from_environment,
+    odoo_series,
+)
 from .pg_sandbox import Sandbox
 
 COUNT = 5
@@ -63,14 +69,12 @@ def listener_rows(sandbox):
 def odoo_rows(sandbox, odoo_path, odoo_python, workdir):
     series = odoo_series(odoo_path)
     say(f"Odoo {series}: creating a database with the bus (about a minute) ...")
-    OdooServer(
-        odoo_path,
-        odoo_python,
+    create_bus_database(
+        (odoo_path, odoo_python),
+        sandbox.postgres,
         os.path.join(workdir, "init"),
         "bus_demo",
-        sandbox.postgres.odoo_params(),
-        with_addon=False,
-    ).init_database()
+    )
     rows = []
     for label, with_addon in (
         (f"Odoo {series} without the addon", False),

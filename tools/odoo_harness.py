@@ -324,6 +324,24 @@ class OdooServer:
         return result.stdout
 
 
+def create_bus_database(odoo, postgres, workdir, dbname):
+    """Create ``dbname`` with ``bus`` installed; return ``dbname``.
+
+    The database the real-Odoo tests, the benchmarks and the demo start
+    from: made by core Odoo alone (no addon), on PostgreSQL itself rather
+    than through PgBouncer. About a minute.
+
+    :param odoo: (odoo_path, odoo_python), as ``odoo_from_environment`` gives
+    :param postgres: the sandbox's PostgreSQL
+    :param workdir: a folder for the init's config and log
+    """
+    server = OdooServer(
+        *odoo, workdir, dbname, postgres.odoo_params(), with_addon=False
+    )
+    server.init_database()
+    return dbname
+
+
 class BusClient:
     """A websocket subscribed to one bus channel, counting what arrives.
 

@@ -1,7 +1,7 @@
 """Poll ``bus_bus`` for new rows, for sites where LISTEN cannot work.
 
 Plain Python (a DB-API cursor is passed in; no Odoo import), so the Odoo
-glue, the tests and a benchmark script share it.
+glue, the check, the tests and the benchmarks share it.
 
 Each poll is one short indexed query. A sequence id is taken before the
 inserting transaction commits, so id 10 may commit after id 11: the tracker
@@ -210,35 +210,3 @@ class BusTracker:
         self.floor = max(self.floor, checkpoints[settled].max_seen)
         self.gaps = {gap for gap in self.gaps if gap > self.floor}
         del checkpoints[: settled + 1]
-
-
-class BusPoller:
-    """Polls one database with psycopg2, e.g. from a benchmark script.
-
-    The connection is in autocommit: each poll is one transaction, so that
-    a transaction-mode pooler hands the server connection back at once.
-    """
-
-    def __init__(self, connect, name="", **tracker_options):
-        """:param connect: returns a new psycopg2 connection to the database"""
-        self._connect = connect
-        self._connection = None
-        self.tracker = BusTracker(name=name, **tracker_options)
-
-    def poll(self):
-        """Channels (JSON text, as stored) of the rows committed since the
-        previous poll; nothing on the first poll."""
-        if self._connection is None or self._connection.closed:
-            self._connection = self._connect()
-            self._connection.autocommit = True
-        try:
-            with self._connection.cursor() as cursor:
-                return self.tracker.poll(cursor)
-        except Exception:
-            self.close()
-            raise
-
-    def close(self):
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
