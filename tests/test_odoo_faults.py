@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tools.odoo_harness import BusClient, OdooServer
+from tools.odoo_harness import BusClient, OdooServer, create_bus_database
 from tools.pg_sandbox import Sandbox
 from tools.tcp_proxy import TcpProxy
 
@@ -213,14 +213,12 @@ def failover_site(odoo_tree, odoo_workdir):
     with Sandbox() as site:
         standby = site.postgres.make_standby(os.path.join(site.workdir, "standby"))
         try:
-            dbname = "bus_failover"
-            OdooServer(
-                *odoo_tree,
+            dbname = create_bus_database(
+                odoo_tree,
+                site.postgres,
                 os.path.join(odoo_workdir, "failover-init"),
-                dbname,
-                site.postgres.odoo_params(),
-                with_addon=False,
-            ).init_database()
+                "bus_failover",
+            )
             yield site, standby, dbname
         finally:
             standby.stop(mode="immediate")
