@@ -53,8 +53,9 @@ def bus_websocket_version(odoo_path):
     return match.group(1) if match else None
 
 
-class OdooServer:
-    """An Odoo server on loopback whose ``db_*`` route is ``db_params``."""
+class OdooConfig:
+    """An Odoo server's configuration on loopback: its tree, ports, options
+    and config file; its ``db_*`` route is ``db_params``."""
 
     def __init__(
         self,
@@ -163,7 +164,9 @@ class OdooServer:
             os.path.join(self.workdir, logname),
         )
 
-    # life cycle ----------------------------------------------------------
+
+class OdooProcess(OdooConfig):
+    """Runs Odoo on that configuration, and reads its log."""
 
     def init_database(self, modules="bus", test_tags=None, timeout=600):
         """Create the database with ``modules`` installed, then stop.
@@ -251,8 +254,6 @@ class OdooServer:
             pass
         self.process = None
 
-    # observation -------------------------------------------------------
-
     def pids(self):
         """The server's processes: its session (master and prefork workers)."""
         if self.process is None:
@@ -284,6 +285,10 @@ class OdooServer:
                 return True
             time.sleep(0.2)
         return False
+
+
+class OdooServer(OdooProcess):
+    """A running Odoo, and its bus: websockets and notifications."""
 
     def websocket_url(self):
         port = self.gevent_port if self.workers else self.http_port
