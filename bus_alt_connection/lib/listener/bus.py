@@ -166,7 +166,7 @@ class ListenerSupervisor:
 
         def on_listening(connection=None):
             listening.append(True)
-            engine.up(route.describe(), self._first_connect(route), connection)
+            engine.up(route.describe(), engine.connected_line(route), connection)
             catch_up()
 
         try:
@@ -178,16 +178,6 @@ class ListenerSupervisor:
             if self._auto_switch_after_failures(route):
                 return
             self._stop_event.wait(delay)
-
-    def _first_connect(self, route):
-        down_for = self.engine.down_for()
-        return (
-            f"bus listener connected to {route.describe()} (host "
-            f"{route.source('host')}, port {route.source('port')}, database "
-            f"{route.source('name')}, user {route.source('user')})"
-            + (f" after {down_for:.1f} s of failed attempts" if down_for else "")
-            + "."
-        )
 
     def _auto_switch_after_failures(self, route):
         """auto mode: a route that never connected, while db_host answers."""

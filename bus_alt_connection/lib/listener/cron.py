@@ -206,18 +206,9 @@ class TriggerListener:
             raise
         with self._lock:
             self._pg = pg
-        self.engine.up(self.route.describe(), self._first_connect())
+        self.engine.up(self.route.describe(), self.engine.connected_line(self.route))
         if self._listens:  # _open ran them: a reconnect, or a late first connect
             self._listening()
-
-    def _first_connect(self):
-        down_for = self.engine.down_for()
-        return (
-            f"{self.engine.texts.subject} connected to {self.route.describe()} "
-            f"(host {self.route.source('host')}, port {self.route.source('port')})"
-            + (f" after {down_for:.1f} s of failed attempts" if down_for else "")
-            + "."
-        )
 
     def _listening(self):
         """A LISTEN is active: a check sent now can arrive."""

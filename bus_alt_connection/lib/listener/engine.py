@@ -105,6 +105,17 @@ class ListenerEngine:
         if watch is not None:
             watch.listener_connected(connection)
 
+    def connected_line(self, route):
+        """The first connect's line of a listener on ``route``."""
+        down_for = self.down_for()
+        return (
+            f"{self.texts.subject} connected to {route.describe()} (host "
+            f"{route.source('host')}, port {route.source('port')}, database "
+            f"{route.source('name')}, user {route.source('user')})"
+            + (f" after {down_for:.1f} s of failed attempts" if down_for else "")
+            + "."
+        )
+
     def down_for(self, now=None):
         """Seconds since the listener went down, None while up."""
         if self.state.down_since is None:

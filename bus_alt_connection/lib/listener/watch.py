@@ -133,6 +133,83 @@ class CheckRecord:
             self.last_round_trip = round(result.at - sent_at, 6)
 
 
+class CheckJudge:
+    """What a check's result means: the log line, and whether to cut the
+    listener's connection so that it reconnects."""
+
+    def __init__(
+        self,
+        subject,
+        route,
+        timeout,
+        explain_deafness,
+        on_deaf=None,
+        deaf_level=logging.ERROR,
+        deaf_consequence="",
+    ):
+        self.subject = subject
+        self.route = route
+        self._timeout = timeout
+        self._explain_deafness = explain_deafness
+        self.on_deaf = on_deaf
+        self._deaf_level = deaf_level
+        self._deaf_consequence = deaf_consequence
+        self._reported_deaf = False
+        #: failed checks in a row, and why (explained once per stretch)
+        self.failures = 0
+        self._deaf_detail = None
+
+    def heard(self, kind, elapsed_ms):
+        self.failures, self._deaf_detail = 0, None
+        if self._reported_deaf or kind == "self-check":
+            self._reported_deaf = False
+            _logger.info(
+                "bus_alt_connection: %s %s passed: a NOTIFY sent through "
+                "db_host reached it on %s in %.0f ms.",
+                self.subject,
+                kind,
+                self.route.describe(),
+                elapsed_ms,
+            )
+
+    def deaf(self, kind, was_hearing):
+        """(detail, whether to cut the listener's connection)."""
+        self.failures += 1
+        if was_hearing:
+            self._heartbeat_missed()
+            return "heartbeat missed", True
+        if self.on_deaf is not None:
+            if self._deaf_detail is None:
+                self._deaf_detail = self._explain_deafness()
+            return self._deaf_detail, self.on_deaf(self._deaf_detail, self.failures)
+        if self._reported_deaf:
+            return "still deaf", False
+        detail = self._explain_deafness()
+        self._reported_deaf = True
+        _logger.log(
+            self._deaf_level,
+            "bus_alt_connection: %s %s failed: it received no notification "
+            "sent through db_host on %s within %.0f s; %s%s",
+            self.subject,
+            kind,
+            self.route.describe(),
+            self._timeout,
+            detail,
+            self._deaf_consequence,
+        )
+        return detail, False
+
+    def _heartbeat_missed(self):
+        _logger.warning(
+            "bus_alt_connection: %s heartbeat missed: it stopped hearing what "
+            "Odoo sends on %s (no answer in %.0f s); closing its connection "
+            "to reconnect.",
+            self.subject,
+            self.route.describe(),
+            self._timeout,
+        )
+
+
 class ListenerWatch:
     """Runs in its own thread (a greenlet in the gevent worker)."""
 
@@ -165,26 +242,26 @@ class ListenerWatch:
         :param deaf_level: how a deaf route is logged (WARNING where it is
             expected, the cron listener's in auto mode)
         :param deaf_consequence: appended to that line: what waits now"""
-        self.subject = subject
         self.route = route
+        self.judge = CheckJudge(
+            subject,
+            route,
+            timeout,
+            explain_deafness,
+            on_deaf,
+            deaf_level,
+            deaf_consequence,
+        )
         self._new_probe = new_probe
         self._send_notify = send_notify
-        self._explain_deafness = explain_deafness
         self._interrupt_listener = interrupt_listener
         self._stop_event = stop_event
         self._interval = interval
         self._timeout = timeout
         self._clock = clock
-        self._on_deaf_hook = on_deaf
-        self._deaf_level = deaf_level
-        self._deaf_consequence = deaf_consequence
         self._connected = threading.Event()
         self._connection = None
         self._hearing = None  # None: not checked since connect
-        self._reported_deaf = False
-        #: failed checks in a row, and why (explained once per stretch)
-        self.failures = 0
-        self._deaf_detail = None
         self._stopped = False
         self.record = CheckRecord()
 
@@ -212,7 +289,7 @@ class ListenerWatch:
 
     def run(self):
         while not self._stop_event.is_set():
-            confirming = self.failures and self._on_deaf_hook is not None
+            confirming = self.judge.failures and self.judge.on_deaf is not None
             fresh = self._connected.wait(
                 self._timeout if confirming else self._interval
             )
@@ -242,68 +319,15 @@ class ListenerWatch:
             heard = probe.wait(self._timeout)
         result = CheckResult(ok=heard, kind=kind, at=self._clock())
         if heard:
-            self._on_heard(kind, (result.at - sent_at) * 1000)
+            self.judge.heard(kind, (result.at - sent_at) * 1000)
         else:
-            result.detail = self._on_deaf(kind)
+            connection = self._connection  # read once: it may be lost meanwhile
+            result.detail, cut = self.judge.deaf(kind, self._hearing)
+            if cut and connection is not None:
+                self._interrupt_listener(connection)
         self._hearing = heard
         self.record.add(result, sent_at)
-        if heard:
-            self.failures, self._deaf_detail = 0, None
         return result
-
-    def _on_heard(self, kind, elapsed_ms):
-        if self._reported_deaf or kind == "self-check":
-            self._reported_deaf = False
-            _logger.info(
-                "bus_alt_connection: %s %s passed: a NOTIFY sent through "
-                "db_host reached it on %s in %.0f ms.",
-                self.subject,
-                kind,
-                self.route.describe(),
-                elapsed_ms,
-            )
-
-    def _on_deaf(self, kind):
-        self.failures += 1
-        if self._hearing:
-            return self._heartbeat_missed()
-        if self._on_deaf_hook is not None:
-            if self._deaf_detail is None:
-                self._deaf_detail = self._explain_deafness()
-            connection = self._connection
-            if self._on_deaf_hook(self._deaf_detail, self.failures) and connection:
-                self._interrupt_listener(connection)
-            return self._deaf_detail
-        if self._reported_deaf:
-            return "still deaf"
-        detail = self._explain_deafness()
-        self._reported_deaf = True
-        _logger.log(
-            self._deaf_level,
-            "bus_alt_connection: %s %s failed: it received no notification "
-            "sent through db_host on %s within %.0f s; %s%s",
-            self.subject,
-            kind,
-            self.route.describe(),
-            self._timeout,
-            detail,
-            self._deaf_consequence,
-        )
-        return detail
-
-    def _heartbeat_missed(self):
-        _logger.warning(
-            "bus_alt_connection: %s heartbeat missed: it stopped hearing what "
-            "Odoo sends on %s (no answer in %.0f s); closing its connection "
-            "to reconnect.",
-            self.subject,
-            self.route.describe(),
-            self._timeout,
-        )
-        connection = self._connection
-        if connection is not None:
-            self._interrupt_listener(connection)
-        return "heartbeat missed"
 
 
 def deafness_explanation(route_facts, odoo_facts):
