@@ -4,7 +4,8 @@ import contextlib
 
 import pytest
 
-from bus_alt_connection.lib.check.setup import MISCONFIGURED, OK, check_setup
+from bus_alt_connection.lib.check.report import MISCONFIGURED, OK
+from bus_alt_connection.lib.check.setup import check_setup
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
 from .test_setup_check import check_on_a_standby, site_config

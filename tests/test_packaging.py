@@ -42,6 +42,7 @@ NEEDED = (
     "README.rst",
     "hooks.py",
     "lib/check/__main__.py",
+    "lib/check/command.py",
     "lib/check/setup.py",
     "patches/bus_dispatcher.py",
     "cli/__init__.py",

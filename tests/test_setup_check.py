@@ -10,15 +10,15 @@ import psycopg2
 import pytest
 
 from bus_alt_connection.lib.check import setup as setup_check
-from bus_alt_connection.lib.check.setup import (
+from bus_alt_connection.lib.check.command import main
+from bus_alt_connection.lib.check.report import (
     MISCONFIGURED,
     OK,
     UNREACHABLE,
-    check_setup,
     emit,
     format_report,
-    main,
 )
+from bus_alt_connection.lib.check.setup import check_setup
 
 SECRET = "check-never-prints-this"
 

@@ -11,9 +11,11 @@ from odoo.cli import Command
 from odoo.tools import config
 
 # absolute on purpose: 19.0 imports this file as odoo.cli.bus_check
+from odoo.addons.bus_alt_connection.lib.check.report import (  # pylint: disable=odoo-addons-relative-import
+    emit,
+)
 from odoo.addons.bus_alt_connection.lib.check.setup import (  # pylint: disable=odoo-addons-relative-import
     check_setup,
-    emit,
 )
 
 

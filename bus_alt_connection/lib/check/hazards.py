@@ -14,8 +14,8 @@ import psycopg2
 
 from ..route.config import UNSET_VALUES
 from ..route.connection import KEEPALIVE_PARAMS, first_line, listener_params
+from .report import MISCONFIGURED, OK
 
-OK, MISCONFIGURED = 0, 1
 #: the bus dispatcher's listener: one per instance (threaded server, or
 #: prefork's gevent worker)
 BUS_LISTENERS_PER_INSTANCE = 1
