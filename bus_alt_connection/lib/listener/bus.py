@@ -140,6 +140,11 @@ class ListenerSupervisor:
             report_route(self._route, self.mode)
         return self._route
 
+    def configured_route(self):
+        """The route, unless the configured mode is poll, which needs none
+        (and whose route is neither resolved nor reported)."""
+        return self.route() if self.mode.configured != "poll" else None
+
     def run_attempt(self, core_loop, catch_up):
         """Run one attempt of core's loop; never raises, except on shutdown.
 

@@ -38,6 +38,11 @@ class ListenerState:
     #: poll mode: bus.bus queries so far
     poll_queries: int = 0
 
+    @property
+    def reconnects(self):
+        """Connects after the first."""
+        return max(0, self.connects - 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class ListenerTexts:

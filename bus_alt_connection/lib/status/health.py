@@ -67,7 +67,7 @@ def health_report(supervisor, last_received_at=None, now=None):
         )
     else:
         healthy = state.connected and (last is None or last.ok)
-    route = supervisor.route() if mode.configured != "poll" else None
+    route = supervisor.configured_route()
     details = {
         "state": _state(state.connected, mode.active),
         "mode": mode.active,
@@ -80,7 +80,7 @@ def health_report(supervisor, last_received_at=None, now=None):
         else None,
         "down_for_s": _age(state.down_since, now),
         "connects": state.connects,
-        "reconnects": max(0, state.connects - 1),
+        "reconnects": state.reconnects,
         "failed_attempts": state.failed_attempts,
         "last_error": state.last_error,
         "last_notification_age_s": _age(last_received_at, now),

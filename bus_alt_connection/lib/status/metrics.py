@@ -121,7 +121,7 @@ def render(dispatcher, cron_listeners=(), now=None):
 def _bus(out, dispatcher, now):
     supervisor = dispatcher["supervisor"]
     state, mode, watch = supervisor.state, supervisor.mode, supervisor.watch
-    route = supervisor.route() if mode.configured != "poll" else None
+    route = supervisor.configured_route()
     out.add(
         "dispatcher_started",
         "gauge",
@@ -153,7 +153,7 @@ def _bus(out, dispatcher, now):
         ("listener_connects_total", state.connects, "successful connects"),
         (
             "listener_reconnects_total",
-            max(0, state.connects - 1),
+            state.reconnects,
             "connects after the first",
         ),
         (
