@@ -6,6 +6,7 @@ accepted and then hears nothing; on another cluster or database than the
 one Odoo notifies, likewise.
 """
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -46,10 +47,24 @@ def private_channel():
     return f"bus_alt_connection_probe_{os.getpid()}_{secrets.token_hex(4)}"
 
 
-def _connect(params):
+def connect_autocommit(params):
     connection = psycopg2.connect(**params)
     connection.autocommit = True
     return connection
+
+
+@contextlib.contextmanager
+def _listening(listen_params):
+    """(connection, channel): a connection through ``listen_params`` that
+    LISTENs on a private channel; closed afterwards."""
+    channel = private_channel()
+    connection = connect_autocommit(listen_params)
+    try:
+        with connection.cursor() as cr:
+            cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        yield connection, channel
+    finally:
+        connection.close()
 
 
 SERVER_FACTS_SQL = (
@@ -74,7 +89,7 @@ def read_server_facts(cursor):
 
 def route_facts(params):
     """``read_server_facts`` through a short connection with ``params``."""
-    connection = _connect(params)
+    connection = connect_autocommit(params)
     try:
         with connection.cursor() as cr:
             return read_server_facts(cr)
@@ -96,7 +111,7 @@ def _send(notify_params, channel, count, function):
 
     Returns when the first NOTIFY was committed.
     """
-    connection = _connect(notify_params)
+    connection = connect_autocommit(notify_params)
     first_committed_at = None
     statement = notify_sql(function)
     try:
@@ -139,16 +154,10 @@ def notify_roundtrip(
 
     psycopg2 errors propagate (a failed connection, LISTEN on a standby).
     """
-    channel = private_channel()
-    listener = _connect(listen_params)
-    try:
+    with _listening(listen_params) as (listener, channel):
         version, in_recovery = _server_facts(listener)
-        with listener.cursor() as cr:
-            cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         sent_at = _send(notify_params, channel, count, function)
         payloads, first_at = _collect(listener, channel, count, timeout)
-    finally:
-        listener.close()
     return ProbeResult(
         channel=channel,
         sent=count,
@@ -165,14 +174,8 @@ def route_hears(listen_params, send_notify, timeout=5.0):
 
     psycopg2 errors of the listening side propagate.
     """
-    channel = private_channel()
-    listener = _connect(listen_params)
-    try:
-        with listener.cursor() as cr:
-            cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    with _listening(listen_params) as (listener, channel):
         sent_at = time.monotonic()
         send_notify(channel, "[]")
         payloads, first_at = _collect(listener, channel, 1, timeout)
-    finally:
-        listener.close()
     return (first_at - sent_at) * 1000 if payloads else None

@@ -36,7 +36,7 @@ from ..route.connection import (
     listener_params,
 )
 from .hazards import Finding, find_hazards, replica_route
-from .probe import notify_roundtrip, route_facts
+from .probe import connect_autocommit, notify_roundtrip, route_facts
 from .report import ADDON, MISCONFIGURED, OK, UNREACHABLE, Report
 
 PROBE_TIMEOUT = 3.0
@@ -253,8 +253,7 @@ def bus_databases(config):
 
 def poll_database(params):
     """Two polls as the dispatcher does them: where to start, then new rows."""
-    connection = psycopg2.connect(**params)
-    connection.autocommit = True
+    connection = connect_autocommit(params)
     try:
         tracker = BusTracker(name=params["dbname"])
         with connection.cursor() as cr:
