@@ -26,7 +26,7 @@ from tools.odoo_front import OdooFront
 from tools.odoo_harness import odoo_series
 from tools.pg_sandbox import LOOPBACK
 
-from .test_odoo_bus import LISTENING, direct_route
+from .test_odoo_bus import LISTENING, direct_route, errors_in
 
 CHROMIUM = "/usr/bin/chromium"
 # as root, on a machine without a network but loopback
@@ -108,14 +108,18 @@ class SimpleNotificationToast:
         )
         return message
 
+    def toasts(self, page, message):
+        return page.locator(".o_notification", has_text=message)
+
     def expect(self, page, message):
-        toast = page.locator(
-            ".o_notification .o_notification_content", has_text=message
+        self.toasts(page, message).wait_for(
+            state="visible", timeout=TOAST_TIMEOUT * 1000
         )
-        toast.wait_for(state="visible", timeout=TOAST_TIMEOUT * 1000)
 
     def dismiss(self, page, message):
-        """Sticky toasts stay: the second one is told apart by its text."""
+        """Close the (sticky) toast, as its reader would."""
+        self.toasts(page, message).locator(".o_notification_close").click()
+        self.toasts(page, message).wait_for(state="detached")
 
 
 class BundleChangedToast:
@@ -136,18 +140,19 @@ class BundleChangedToast:
         )
         return self.TEXT
 
-    def toasts(self, page):
-        return page.locator(".o_notification", has_text=self.TEXT)
+    def toasts(self, page, message):
+        return page.locator(".o_notification", has_text=message)
 
     def expect(self, page, message):
         # up to 60 s of the watchdog's own delay, on top of the delivery
-        self.toasts(page).first.wait_for(
+        self.toasts(page, message).wait_for(
             state="visible", timeout=(TOAST_TIMEOUT + 60) * 1000
         )
 
     def dismiss(self, page, message):
-        self.toasts(page).locator(".o_notification_close").first.click()
-        self.toasts(page).first.wait_for(state="detached")
+        """Close it: the watchdog shows no second one while it is open."""
+        self.toasts(page, message).locator(".o_notification_close").click()
+        self.toasts(page, message).wait_for(state="detached")
 
 
 def toast_kind(odoo_path):
@@ -166,6 +171,7 @@ def log_in(page, base_url):
     form.locator(".oe_login_buttons button.btn-primary[type=submit]").click()
     # the web client is mounted: its services, the bus among them, started
     page.locator(".o_main_navbar").wait_for(state="visible")
+    page.wait_for_load_state("load")
 
 
 def log_position(server, pattern, start, timeout):
@@ -181,6 +187,16 @@ def log_position(server, pattern, start, timeout):
     return None
 
 
+def forget_asset_bundles(sandbox, dbname):
+    """Drop the database's built asset bundles, so that this server builds
+    its own: each harness server has a data_dir (filestore) of its own, and
+    a bundle built by an earlier server is a missing file to this one (the
+    web client stays a blank page)."""
+    sandbox.postgres.execute(
+        "DELETE FROM ir_attachment WHERE url LIKE '/web/assets/%%'", dbname=dbname
+    )
+
+
 def terminate_listener(sandbox):
     """pg_terminate_backend of the bus listener's connection to 'postgres'."""
     return sandbox.postgres.execute(
@@ -192,8 +208,16 @@ def terminate_listener(sandbox):
 
 @pytest.mark.parametrize("workers", [2, 0], ids=["prefork", "threaded"])
 def test_toasts_before_and_after_the_listener_reconnects(
-    sandbox, odoo_server, odoo_tree, browser, web_front, workers
+    sandbox,
+    odoo_server,
+    odoo_tree,
+    odoo_database,
+    browser,
+    web_front,
+    workers,
+    tmp_path,
 ):
+    forget_asset_bundles(sandbox, odoo_database)
     server = odoo_server(
         listener_params=direct_route(sandbox), workers=workers, extra_options=SLOW_CPU
     )
@@ -210,6 +234,7 @@ def test_toasts_before_and_after_the_listener_reconnects(
 
     first = toast.send(server, "before")
     toast.expect(page, first)
+    page.screenshot(path=str(tmp_path / "first-toast.png"))
     toast.dismiss(page, first)
 
     assert server.wait_for_log(SELF_CHECK_PASSED, timeout=60)
@@ -223,6 +248,10 @@ def test_toasts_before_and_after_the_listener_reconnects(
 
     second = toast.send(server, "after")
     toast.expect(page, second)
+    page.screenshot(path=str(tmp_path / "second-toast.png"))
     assert page.evaluate("window.busAltConnectionMark") == "never reloaded"
     assert len(loads) == loads_after_login
-    assert "Traceback" not in server.log_text()
+    # (a Traceback alone is no fault here: with a data_dir of its own, the
+    # server logs at INFO a FileNotFoundError for each file of the
+    # database's filestore the web client reads)
+    assert errors_in(server.log_text()) == []
