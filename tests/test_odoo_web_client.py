@@ -47,6 +47,7 @@ RECONNECT_TIMEOUT = 90
 # prefork workers must not be killed while they build the asset bundles
 SLOW_CPU = {"limit_time_cpu": 600, "limit_time_real": 1200}
 SELF_CHECK_PASSED = r"bus listener self-check passed"
+BUS_LOGGERS = " odoo.addons.bus"  # bus's, and the addon's below it
 BACK_ON = r"bus listener back on"
 
 
@@ -187,6 +188,12 @@ def log_position(server, pattern, start, timeout):
     return None
 
 
+def addon_lines(server, start):
+    """The addon's log lines from ``start`` on: what a failed wait shows."""
+    lines = server.log_text()[start:].splitlines()
+    return "\n".join(line for line in lines if "bus_alt_connection:" in line)
+
+
 def forget_asset_bundles(sandbox, dbname):
     """Drop the database's built asset bundles, so that this server builds
     its own: each harness server has a data_dir (filestore) of its own, and
@@ -241,17 +248,21 @@ def test_toasts_before_and_after_the_listener_reconnects(
     mark = len(server.log_text())
     assert terminate_listener(sandbox) == [(True,)]
     back = log_position(server, BACK_ON, mark, RECONNECT_TIMEOUT)
-    assert back is not None, "the listener never came back"
+    assert back is not None, addon_lines(server, mark)
     assert log_position(
         server, SELF_CHECK_PASSED, back, RECONNECT_TIMEOUT
-    ), "no self-check passed after the listener came back"
+    ), addon_lines(server, mark)
 
     second = toast.send(server, "after")
     toast.expect(page, second)
     page.screenshot(path=str(tmp_path / "second-toast.png"))
     assert page.evaluate("window.busAltConnectionMark") == "never reloaded"
     assert len(loads) == loads_after_login
-    # (a Traceback alone is no fault here: with a data_dir of its own, the
-    # server logs at INFO a FileNotFoundError for each file of the
-    # database's filestore the web client reads)
-    assert errors_in(server.log_text()) == []
+    # the bus's and the addon's ERRORs only: a browser's burst of requests
+    # meets faults of its own on a threaded server (CPython 3.11.7's
+    # "AST constructor recursion depth mismatch" when two threads parse a
+    # manifest at once), and a Traceback alone is none (a server with a
+    # data_dir of its own logs at INFO a FileNotFoundError for each file of
+    # the database's filestore that the web client reads)
+    errors = [line for line in errors_in(server.log_text()) if BUS_LOGGERS in line]
+    assert errors == []
