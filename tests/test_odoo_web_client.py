@@ -204,6 +204,13 @@ def forget_asset_bundles(sandbox, dbname):
     )
 
 
+def forget_notifications(sandbox, dbname):
+    """Empty the bus: a new page subscribes with ``last`` 0, which returns
+    what the last 50 s sent on its channels, so an earlier test's
+    notifications would show as toasts here (16.0's all read alike)."""
+    sandbox.postgres.execute("DELETE FROM bus_bus", dbname=dbname)
+
+
 def terminate_listener(sandbox):
     """pg_terminate_backend of the bus listener's connection to 'postgres'."""
     return sandbox.postgres.execute(
@@ -225,6 +232,7 @@ def test_toasts_before_and_after_the_listener_reconnects(
     tmp_path,
 ):
     forget_asset_bundles(sandbox, odoo_database)
+    forget_notifications(sandbox, odoo_database)
     server = odoo_server(
         listener_params=direct_route(sandbox), workers=workers, extra_options=SLOW_CPU
     )
