@@ -9,6 +9,12 @@ process sent. Then the listener's PostgreSQL connection is killed; once the
 addon says the listener is back and its self-check passed, a second
 notification must show its toast in the same page, never reloaded.
 
+17.0+ send ``simple_notification`` to the admin's partner; 16.0, whose bus
+shows no such toast (mail does, and is not installed), sends the
+``bundle_changed`` that bus's assets watchdog shows as "The page appears to
+be out of date." Threaded, the browser talks to the server's HTTP port;
+prefork, to ``tools/odoo_front.py``, the routing part of an operator's proxy.
+
 Needs ODOO_PATH and ODOO_PYTHON (skipped otherwise, like every real-Odoo
 test); with them, a missing Chromium or Playwright is a failure
 (``tools/setup.sh`` installs both).
