@@ -10,7 +10,7 @@ import threading
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener.auto_mode import AUTO_SWITCH_FAILURES, ModeState
+from bus_alt_connection.lib.listener.auto_mode import ModeState
 from bus_alt_connection.lib.listener.bus import IDLE_WAIT, ListenerSupervisor
 from bus_alt_connection.lib.listener.engine import ListenerEngine
 from bus_alt_connection.lib.listener.retry import FAST_RETRIES, retry_delay
@@ -251,8 +251,14 @@ def test_route_config_error_is_a_value_error():
 # --- imdispatcher_mode auto and poll ---------------------------------------
 
 
-def auto_mode():
-    return ModeState(configured="auto", configured_source="config imdispatcher_mode")
+def auto_mode(**kwargs):
+    return ModeState(
+        configured="auto", configured_source="config imdispatcher_mode", **kwargs
+    )
+
+
+#: imdispatcher_auto_failed_checks by default
+AUTO_SWITCH_FAILURES = ModeState().failed_checks
 
 
 def test_auto_mode_polls_after_a_route_that_never_connects(caplog):
@@ -279,11 +285,38 @@ def test_auto_mode_keeps_listening_while_db_host_is_down_too():
     assert supervisor.mode.active == "listen"
 
 
-def test_auto_mode_keeps_listening_after_a_route_that_worked():
-    supervisor, stop, _clock = make_supervisor(mode=auto_mode())
+def test_auto_mode_polls_when_a_route_that_worked_is_lost(caplog):
+    """The route's host goes down for good while db_host answers."""
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
     supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
-    for _attempt in range(AUTO_SWITCH_FAILURES + 3):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(AUTO_SWITCH_FAILURES):
+            assert supervisor.mode.active == "listen"
+            supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "poll"
+    switches = [r for r in caplog.records if "now polls" in r.getMessage()]
+    assert len(switches) == 1
+    assert f"failed {AUTO_SWITCH_FAILURES} connect attempts in a row" in (
+        switches[0].getMessage()
+    )
+
+
+def test_auto_mode_counts_failed_connects_as_configured():
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode(failed_checks=5))
+    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    for _attempt in range(4):
         supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "listen"
+    supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "poll"
+
+
+def test_auto_mode_counts_only_failures_in_a_row():
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
+    for _round in range(3):
+        for _attempt in range(AUTO_SWITCH_FAILURES - 1):
+            supervisor.run_attempt(refused, catch_up=lambda: None)
+        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
     assert supervisor.mode.active == "listen"
 
 

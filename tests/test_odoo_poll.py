@@ -71,6 +71,29 @@ def test_poll_mode_delivers_through_pgbouncer_alone(sandbox, odoo_server, worker
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_one_bad_setting_leaves_poll_mode_polling(sandbox, odoo_server, workers):
+    """A typo in another option must not send the bus back to LISTEN
+    through the pooler, where it hears nothing."""
+    server = odoo_server(
+        listener_params=None,
+        workers=workers,
+        extra_options={
+            "imdispatcher_mode": "poll",
+            "imdispatcher_reconnect_max_delay": "3O",
+        },
+    )
+    received, extra = delivered_once(server)
+    assert received == list(range(COUNT))
+    assert extra == []
+    errors = errors_in(server.log_text())
+    assert errors, "the bad value was not reported"
+    for line in errors:
+        assert "imdispatcher_reconnect_max_delay = '3O'" in line, line
+        assert "the other options stand" in line, line
+    assert "Traceback" not in server.log_text()
+
+
 def test_poll_mode_health_says_poll(sandbox, odoo_server):
     server = odoo_server(
         listener_params=None, extra_options={"imdispatcher_mode": "poll"}
@@ -189,3 +212,55 @@ def test_poll_mode_costs_no_query_once_no_websocket_is_subscribed(sandbox, odoo_
     time.sleep(12)
     # 4 polls a second would be about 48
     assert transactions(sandbox, server.dbname) - before < 5
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_auto_mode_polls_once_a_route_that_worked_is_cut(sandbox, odoo_server, workers):
+    """The route works, then its host goes away for good (the relay closes
+    its connections and refuses new ones) while db_host answers: the bus
+    polls after imdispatcher_auto_failed_checks failed connects, and listens
+    again once the route is back. The websocket never reconnects, so what
+    it receives came from the dispatcher, not from core's replay."""
+    proxy = TcpProxy(sandbox.postgres.port).start()
+    server = odoo_server(
+        listener_params={"host": "127.0.0.1", "port": proxy.port},
+        workers=workers,
+        extra_options={
+            "imdispatcher_mode": "auto",
+            "imdispatcher_selfcheck_timeout": 2,
+            "imdispatcher_heartbeat_interval": 5,
+            "imdispatcher_listen_retry_interval": 3,
+        },
+    )
+    channel = f"auto_{uuid.uuid4().hex}"
+    client = BusClient(server.websocket_url(), channel)
+    try:
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=90)
+        server.send_notifications(channel, COUNT, NOTIFICATION)
+        listened = client.receive(NOTIFICATION, COUNT, timeout=30)
+        assert [p["n"] for p in listened] == list(range(COUNT))
+        proxy.stop()
+        assert server.wait_for_log(re.escape(SWITCHED), timeout=120), server.log_text()[
+            -3000:
+        ]
+        assert server.wait_for_log(POLLING, timeout=60)
+        server.send_notifications(channel, COUNT, NOTIFICATION + "_cut")
+        polled = client.receive(NOTIFICATION + "_cut", COUNT, timeout=60)
+        assert [p["n"] for p in polled] == list(range(COUNT))
+        proxy = TcpProxy(sandbox.postgres.port, port=proxy.port).start()
+        assert server.wait_for_log(LISTENING_AGAIN, timeout=90)
+        back_at = server.log_text().index(LISTENING_AGAIN_TEXT)
+        assert server.wait_for_log(
+            r"bus listener self-check passed", timeout=60, start=back_at
+        )
+        server.send_notifications(channel, COUNT, NOTIFICATION + "_back")
+        back = client.receive(NOTIFICATION + "_back", COUNT, timeout=30)
+        assert [p["n"] for p in back] == list(range(COUNT))
+        assert client.reconnects == 0
+    finally:
+        client.close()
+        proxy.stop()
+    log = server.log_text()
+    switches = [line for line in log.splitlines() if SWITCHED in line]
+    assert len(switches) == 1, switches
+    assert "failed 3 connect attempts in a row" in switches[0]
