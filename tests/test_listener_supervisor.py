@@ -14,6 +14,7 @@ from bus_alt_connection.lib.listener.auto_mode import ModeState
 from bus_alt_connection.lib.listener.bus import IDLE_WAIT, ListenerSupervisor
 from bus_alt_connection.lib.listener.engine import ListenerEngine
 from bus_alt_connection.lib.listener.retry import FAST_RETRIES, retry_delay
+from bus_alt_connection.lib.listener.watch import ListenerWatch
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
 from bus_alt_connection.lib.status.health import health_report, idle_report, public_body
 
@@ -388,6 +389,52 @@ def test_poll_mode_health_follows_the_last_poll():
     healthy, details = health_report(supervisor, now=clock.now + 60)
     assert not healthy
     assert details["last_poll_age_s"] == 60
+
+
+class HeardAtOnce:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def payload(self):
+        return "payload"
+
+    def wait(self, timeout):
+        return True
+
+
+def test_health_fails_once_the_watch_stops_checking():
+    """A watch that stopped (a dead thread, a hung check) must not leave
+    health saying pass for good."""
+    supervisor, stop, clock = make_supervisor()
+    supervisor.watch = ListenerWatch(
+        "bus listener",
+        a_route(),
+        new_probe=HeardAtOnce,
+        send_notify=lambda payload: None,
+        explain_deafness=lambda: "deaf",
+        interrupt_listener=lambda connection: None,
+        stop_event=stop,
+        interval=30.0,
+        timeout=5.0,
+        clock=clock,
+    )
+
+    def listens(route, on_listening):
+        on_listening(object())
+        stop.set()
+
+    supervisor.run_attempt(listens, catch_up=lambda: None)
+    assert supervisor.watch.check_once(after_connect=True).ok
+    healthy, details = health_report(supervisor, now=clock.now + 40)
+    assert healthy, details
+    assert details["watch_stalled"] is None
+    healthy, details = health_report(supervisor, now=clock.now + 300)
+    assert not healthy
+    assert details["watch_stalled"] == "a check is overdue by 265 s"
+    assert details["last_check"]["ok"] is True
 
 
 def test_idle_dispatcher_is_healthy_unless_its_route_cannot_work():
