@@ -7,6 +7,7 @@ connection, polls it, and keeps the payloads (database names) it reads.
 import contextlib
 import logging
 import select
+import tempfile
 import threading
 import time
 
@@ -291,3 +292,29 @@ def test_a_frozen_route_is_caught_by_the_heartbeat(sandbox, trigger, caplog):
         "cron trigger listener (cron-test) heartbeat missed" in w for w in warnings
     )
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_route_to_a_standby_is_refused_and_retried(sandbox, trigger, caplog):
+    """Core skips its LISTEN when ``pg_is_in_recovery()`` says true; on the
+    cron route that would silently end triggers though db_host is the
+    primary. The route is refused as the bus route is: one ERROR, retries."""
+    caplog.set_level(logging.INFO, LOGGER)
+    standby = sandbox.postgres.make_standby(
+        tempfile.mkdtemp(prefix="standby-", dir=sandbox.workdir)
+    )
+    try:
+        connection, in_recovery = trigger(standby.port)
+        assert in_recovery is False, "core's query must be answered by db_host"
+        assert wait_until(lambda: connection.state.failed_attempts >= 2, 30)
+        assert connection.backend_pid is None
+        assert connection.state.connects == 0
+    finally:
+        standby.stop(mode="immediate")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "(cron-test) cannot connect" in errors[0].getMessage()
+    assert "standby" in errors[0].getMessage()
+    assert f":{standby.port}/" in errors[0].getMessage() or "cron_db_host" in (
+        errors[0].getMessage()
+    )
+    assert "Traceback" not in caplog.text
