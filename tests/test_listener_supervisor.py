@@ -18,6 +18,8 @@ from bus_alt_connection.lib.listener.watch import ListenerWatch
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
 from bus_alt_connection.lib.status.health import health_report, idle_report, public_body
 
+from .test_listener_watch import InstantProbe
+
 LOGGER = "bus_alt_connection"
 SECRET = "never-log-me"
 
@@ -391,20 +393,6 @@ def test_poll_mode_health_follows_the_last_poll():
     assert details["last_poll_age_s"] == 60
 
 
-class HeardAtOnce:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-    def payload(self):
-        return "payload"
-
-    def wait(self, timeout):
-        return True
-
-
 def test_health_fails_once_the_watch_stops_checking():
     """A watch that stopped (a dead thread, a hung check) must not leave
     health saying pass for good."""
@@ -412,7 +400,7 @@ def test_health_fails_once_the_watch_stops_checking():
     supervisor.watch = ListenerWatch(
         "bus listener",
         a_route(),
-        new_probe=HeardAtOnce,
+        new_probe=InstantProbe,
         send_notify=lambda payload: None,
         explain_deafness=lambda: "deaf",
         interrupt_listener=lambda connection: None,
