@@ -13,6 +13,7 @@ from bus_alt_connection.lib.listener.watch import CheckResult, ListenerWatch
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
 from bus_alt_connection.lib.status.metrics import (
     address_allowed,
+    address_to_judge,
     parse_allow,
     render,
 )
@@ -119,6 +120,115 @@ def test_allow_list():
     assert not address_allowed("192.168.1.1", networks)
     assert not address_allowed(None, networks)
     assert parse_allow(None) == parse_allow("") == []
+
+
+def test_an_ipv4_mapped_address_is_in_its_ipv4_network():
+    """A dual-stack bind (``::``) sees IPv4 peers as ``::ffff:a.b.c.d``."""
+    networks = parse_allow("127.0.0.1,10.0.0.0/8")
+    assert address_allowed("::ffff:10.1.2.3", networks)
+    assert address_allowed("::ffff:127.0.0.1", networks)
+    assert not address_allowed("::ffff:192.168.1.1", networks)
+    assert not address_allowed("::ffff:10.1.2.3", parse_allow("192.168.0.0/16"))
+    assert address_allowed("::ffff:10.1.2.3", parse_allow("::ffff:10.0.0.0/104"))
+
+
+PROXY = "127.0.0.1"  # nginx on the same host: in the allow list
+INSIDE, OUTSIDE = "10.1.2.3", "203.0.113.9"
+PROXY_HEADERS = {"X-Forwarded-Host": "odoo.example.com", "X-Forwarded-Proto": "https"}
+
+
+def as_odoo_sees_it(headers, proxy_mode, peer=PROXY):
+    """The WSGI environ of a request from ``peer`` once Odoo's ProxyFix ran.
+
+    Like odoo.http.Application (16.0 to 19.0): with proxy_mode on and an
+    X-Forwarded-Host, werkzeug's ProxyFix(x_for=1, x_proto=1, x_host=1)
+    records what it replaces and puts the last X-Forwarded-For in REMOTE_ADDR.
+    """
+    environ = {"REMOTE_ADDR": peer, "wsgi.url_scheme": "http"}
+    environ.update(
+        ("HTTP_" + name.upper().replace("-", "_"), value)
+        for name, value in headers.items()
+    )
+    if proxy_mode and "HTTP_X_FORWARDED_HOST" in environ:
+        environ["werkzeug.proxy_fix.orig"] = {"REMOTE_ADDR": peer}
+        values = [v.strip() for v in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if values[-1]:
+            environ["REMOTE_ADDR"] = values[-1]
+    return environ
+
+
+def judged(headers, proxy_mode, peer=PROXY):
+    return address_to_judge(as_odoo_sees_it(headers, proxy_mode, peer))
+
+
+@pytest.mark.parametrize("proxy_mode", [True, False])
+def test_a_direct_request_is_judged_by_its_peer(proxy_mode):
+    assert judged({}, proxy_mode) == PROXY
+    assert judged({}, proxy_mode, peer=OUTSIDE) == OUTSIDE
+
+
+@pytest.mark.parametrize("client", [INSIDE, OUTSIDE])
+def test_with_proxy_mode_the_client_odoo_resolved_is_judged(client):
+    headers = {**PROXY_HEADERS, "X-Forwarded-For": client}
+    assert judged(headers, proxy_mode=True) == client
+    # the proxy appends its peer to what the client sent
+    headers["X-Forwarded-For"] = f"{INSIDE}, {client}"
+    assert judged(headers, proxy_mode=True) == client
+
+
+@pytest.mark.parametrize("client", [INSIDE, OUTSIDE])
+def test_without_proxy_mode_a_proxied_request_is_for_administrators(client):
+    """The peer is the proxy: it speaks for everyone on the internet."""
+    headers = {**PROXY_HEADERS, "X-Forwarded-For": client}
+    assert judged(headers, proxy_mode=False) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Forwarded-For", INSIDE),
+        ("Forwarded", f"for={INSIDE}"),
+        ("X-Real-IP", INSIDE),
+        ("X-Forwarded-Host", "odoo.example.com"),
+        ("X-Forwarded-Proto", "https"),
+    ],
+)
+@pytest.mark.parametrize("proxy_mode", [True, False])
+def test_any_forwarding_header_means_a_proxy(header, proxy_mode):
+    """Unless Odoo resolved X-Forwarded-For, the client is unknown; the
+    header's own address decides nothing."""
+    name, value = header
+    assert judged({name: value}, proxy_mode) is None
+    assert judged({name: value}, proxy_mode, peer=OUTSIDE) is None
+
+
+def test_odoo_resolves_only_with_x_forwarded_host():
+    """Odoo applies ProxyFix only to requests with X-Forwarded-Host."""
+    assert judged({"X-Forwarded-For": INSIDE}, proxy_mode=True) is None
+
+
+@pytest.mark.parametrize(
+    "header", [("Forwarded", f"for={INSIDE}"), ("X-Real-IP", INSIDE)]
+)
+def test_odoo_resolves_only_x_forwarded_for(header):
+    name, value = header
+    assert judged({**PROXY_HEADERS, name: value}, proxy_mode=True) is None
+
+
+@pytest.mark.parametrize("forwarded_for", ["", " ", ","])
+def test_an_empty_x_forwarded_for_resolves_nothing(forwarded_for):
+    headers = {**PROXY_HEADERS, "X-Forwarded-For": forwarded_for}
+    assert judged(headers, proxy_mode=True) is None
+
+
+def test_a_client_at_the_proxys_address_cannot_be_told_from_it():
+    headers = {**PROXY_HEADERS, "X-Forwarded-For": PROXY}
+    assert judged(headers, proxy_mode=True) is None
+
+
+def test_a_request_without_an_address_is_judged_by_none():
+    assert address_to_judge({}) is None
+    assert not address_allowed(address_to_judge({}), parse_allow("0.0.0.0/0"))
 
 
 def test_a_bad_allow_list_names_the_option():

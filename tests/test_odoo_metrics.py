@@ -2,10 +2,16 @@
 
 Read with prometheus_client's parser, threaded and prefork, by an allowed
 address and by an administrator; everyone else gets 403, and no request
-starts a listener.
+starts a listener. Behind a reverse proxy, the client is judged, not the
+proxy.
 """
 
+import urllib.error
+import urllib.request
+
 import pytest
+
+from tools.pg_sandbox import LOOPBACK
 
 from .test_listener_metrics import samples
 from .test_odoo_bus import direct_route
@@ -80,3 +86,73 @@ def test_a_bad_allow_list_is_one_error(sandbox, odoo_server):
     errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
     assert len(errors) == 1, errors
     assert "bus_alt_connection_metrics_allow" in errors[0]
+
+
+INSIDE, OUTSIDE = "10.1.2.3", "203.0.113.9"
+
+
+def through_proxy(client):
+    """What nginx sends Odoo for ``client`` (proxy_set_header ...)."""
+    return {
+        "X-Forwarded-For": client,
+        "X-Forwarded-Host": "odoo.example.com",
+        "X-Forwarded-Proto": "https",
+    }
+
+
+def get_with(port, headers, opener=None):
+    opener = opener or urllib.request.build_opener()
+    url = f"http://{LOOPBACK}:{port}{METRICS}"
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=20) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.mark.parametrize(
+    "proxy_mode", [True, False], ids=["proxy_mode", "no_proxy_mode"]
+)
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_behind_a_proxy_the_client_is_judged(
+    sandbox, odoo_server, odoo_database, workers, proxy_mode
+):
+    """The proxy (here 127.0.0.1) is in the allow list; its clients are not.
+
+    With proxy_mode, Odoo resolves the client from X-Forwarded-For (when the
+    proxy sends X-Forwarded-Host) and the allow list judges it; without,
+    Odoo cannot know the client: administrators only.
+    """
+    server = odoo_server(
+        listener_params=direct_route(sandbox),
+        workers=workers,
+        extra_options={
+            "bus_alt_connection_metrics_allow": "127.0.0.0/8,10.0.0.0/8",
+            "proxy_mode": proxy_mode,
+        },
+    )
+    port = server.gevent_port if workers else server.http_port
+    forbidden = (403, "forbidden\n")
+    for _ in range(3):  # a monitor scrapes again and again
+        assert get_with(port, through_proxy(OUTSIDE)) == forbidden
+        other_headers = {
+            **through_proxy(OUTSIDE),
+            "Forwarded": f"for={INSIDE}",
+            "X-Real-IP": INSIDE,
+        }
+        del other_headers["X-Forwarded-For"]
+        assert get_with(port, other_headers) == forbidden
+        status, body = get_with(port, through_proxy(INSIDE))
+        if proxy_mode:
+            assert status == 200, (status, body[:500])
+        else:
+            assert (status, body) == forbidden
+        status, body = get_with(port, {})  # direct, from 127.0.0.1
+        assert status == 200, (status, body[:500])
+    assert value(samples(body), "dispatcher_started") == 0
+    assert listener_backends(sandbox, server) == 0, "a scrape started a listener"
+    opener = admin_opener(server.http_port, odoo_database)
+    for _ in range(3):
+        status, body = get_with(port, through_proxy(OUTSIDE), opener)
+        assert status == 200, (status, body[:500])
+    assert value(samples(body), "dispatcher_process") == 1
