@@ -195,12 +195,20 @@ class Series:
         return self._sha
 
     def read_requirements(self):
+        """The tree's requirements.txt: from the unpacked tree when it came
+        from this archive (an xz archive reads only from its start)."""
+        if self._read(self.tree_stamp_path) == self.archive_sha256():
+            with contextlib.suppress(OSError):
+                with open(os.path.join(self.tree, "requirements.txt")) as handle:
+                    return handle.read()
         with tarfile.open(self.archive) as archive:
             member = archive.extractfile(f"odoo-{self.series}/requirements.txt")
             return member.read().decode()
 
     def recipe_lines(self):
-        return recipe(self.read_requirements(), self.series)
+        if not hasattr(self, "_recipe"):
+            self._recipe = recipe(self.read_requirements(), self.series)
+        return self._recipe
 
     def stamp(self):
         payload = json.dumps(
