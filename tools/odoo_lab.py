@@ -270,20 +270,29 @@ class Series:
         requirements = os.path.join(self.venv, "odoo-lab-requirements.txt")
         with open(requirements, "w") as handle:
             handle.write("\n".join(self.recipe_lines()) + "\n")
-        subprocess.run(
-            [
-                self.python,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--prefer-binary",
-                "-r",
-                requirements,
-            ],
-            check=True,
-        )
+        # pip's output goes to a log beside the venv, shown if it fails
+        pip_log = os.path.join(self.venv, "odoo-lab-pip.log")
+        with open(pip_log, "w") as handle:
+            result = subprocess.run(
+                [
+                    self.python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--prefer-binary",
+                    "-r",
+                    requirements,
+                ],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        if result.returncode != 0:
+            with open(pip_log) as handle:
+                tail = handle.read()[-6000:]
+            raise SystemExit(
+                f"odoo_lab: {self.series}: pip install failed ({pip_log}):\n{tail}"
+            )
 
     def smoke_check(self):
         result = subprocess.run(

@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 
@@ -119,6 +120,32 @@ class OdooTier(Tier):
         return self.failures + self.errors + self.skipped
 
 
+class Preparer(threading.Thread):
+    """Prepares each series' tree and venv in turn (odoo_lab)."""
+
+    def __init__(self, archives, series_list):
+        super().__init__(daemon=True)
+        self.archives = archives
+        self.series_list = series_list
+        self.done = {series: threading.Event() for series in series_list}
+        self.results = {}
+
+    def run(self):
+        for series in self.series_list:
+            started = time.monotonic()
+            try:
+                prepared = odoo_lab.Series(series, self.archives).prepare()
+                error = None
+            except (SystemExit, Exception) as exc:  # noqa: BLE001
+                prepared, error = None, exc
+            self.results[series] = (prepared, error, time.monotonic() - started)
+            self.done[series].set()
+
+    def result(self, series):
+        self.done[series].wait()
+        return self.results[series]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tools.run_tiers",
@@ -152,22 +179,29 @@ def main(argv=None):
     started = time.monotonic()
     tiers = []
     lines = []
+    # the trees and venvs are prepared in order in the background, while the
+    # tests run: a cold build of the next series overlaps the current tier
+    preparing = Preparer(archives, series_list)
+    preparing.start()
     with tempfile.TemporaryDirectory(prefix="bus-alt-tiers-") as workdir:
         tier = Tier("unit+postgres", "not odoo").run(pytest_args, workdir)
         tiers.append(tier)
         lines.append(tier.line())
         print(tier.line(), flush=True)
         for series in series_list:
-            lab_started = time.monotonic()
-            try:
-                tree, python = odoo_lab.Series(series, archives).prepare()
-            except (SystemExit, Exception) as error:  # noqa: BLE001
+            waited = time.monotonic()
+            prepared, error, seconds = preparing.result(series)
+            if error is not None:
                 tier = OdooTier(f"odoo {series}", "odoo")
                 tier.problems.append(f"lab prepare failed: {error}")
                 tier.errors = 1
             else:
-                lab_seconds = time.monotonic() - lab_started
-                print(f"odoo_lab: {series} prepared in {lab_seconds:.0f}s", flush=True)
+                tree, python = prepared
+                print(
+                    f"odoo_lab: {series} prepared in {seconds:.0f}s "
+                    f"(waited {time.monotonic() - waited:.0f}s for it)",
+                    flush=True,
+                )
                 full = args.full_series in ("all", series)
                 tier = OdooTier(
                     f"odoo {series}",
