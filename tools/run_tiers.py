@@ -52,6 +52,8 @@ class Tier:
             "-m",
             self.markers,
             f"--junitxml={junit}",
+            # the slowest tests of each tier, to keep CI's time in view
+            "--durations=15",
             *pytest_args,
         ]
         print(f"\n=== tier {self.name}: {' '.join(argv[1:])}", flush=True)
