@@ -11,7 +11,6 @@
 #       ${BUS_ALT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bus_alt_connection};
 #       see tools/run_tiers.py. A real-Odoo test may not skip there.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 archives=""
 args=()
 while [ $# -gt 0 ]; do
@@ -31,6 +30,11 @@ while [ $# -gt 0 ]; do
             ;;
     esac
 done
+if [ -n "$archives" ]; then
+    # relative to where the command was run from
+    archives="$(cd "$archives" && pwd)"
+fi
+cd "$(dirname "$0")/.."
 bash tools/setup.sh
 if [ -z "$archives" ]; then
     exec .venv/bin/python -m pytest "${args[@]}"
