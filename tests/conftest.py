@@ -33,7 +33,10 @@ def pytest_collection_modifyitems(config, items):
     Odoo) or ``unit`` (neither). Runs before ``-m`` selects."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if names & ODOO_FIXTURES or item.get_closest_marker("odoo"):
+        # a test_odoo_*.py module is about a real Odoo even where a test
+        # calls the harness without those fixtures
+        odoo_module = os.path.basename(str(item.fspath)).startswith("test_odoo_")
+        if names & ODOO_FIXTURES or odoo_module or item.get_closest_marker("odoo"):
             if not item.get_closest_marker("odoo"):
                 item.add_marker(pytest.mark.odoo)
         elif "sandbox" in names:
