@@ -40,6 +40,7 @@ def addon_database(sandbox, odoo_tree, odoo_database, odoo_workdir):
     return server
 
 
+@pytest.mark.every_series
 def test_odoo_test_runner_passes_the_addon_tests(addon_database):
     log = open(os.path.join(addon_database.workdir, "init.log")).read()
     results = RESULT.findall(log)
@@ -126,6 +127,7 @@ def wheel_server(odoo_server, odoo_tree, installed_wheel, **kwargs):
     )
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_addon_installed_from_its_wheel_delivers(
     sandbox, odoo_server, odoo_tree, installed_wheel, workers

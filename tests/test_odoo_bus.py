@@ -44,6 +44,7 @@ def errors_in(log):
     return [line for line in log.splitlines() if " ERROR " in line]
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_addon_delivers_every_notification(sandbox, odoo_server, workers):
     server = odoo_server(listener_params=direct_route(sandbox), workers=workers)

@@ -43,6 +43,7 @@ def run_check(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
     return run
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize(
     "route, expected",
     [("direct", 0), ("pooler", 1), ("closed", 2)],

@@ -89,6 +89,7 @@ def trigger_and_wait(sandbox, server, cron_id, timeout):
     return ran_at - triggered_at, client_port
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_triggered_job_starts_at_once(sandbox, odoo_server, probe_cron, workers):
     server = cron_server(sandbox, odoo_server, workers=workers)

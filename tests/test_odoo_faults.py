@@ -151,6 +151,7 @@ def test_unreachable_at_start_then_reachable_catches_up(sandbox, odoo_server, pr
     assert "after" in server.log_text().split("bus listener connected")[1]
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_cut_route_catches_up_what_was_sent_meanwhile(
     sandbox, odoo_server, proxy, workers

@@ -127,6 +127,7 @@ def admin_opener(port, dbname):
     return opener
 
 
+@pytest.mark.every_series
 def test_health_follows_the_listener_route(sandbox, odoo_server):
     """Healthy, 503 once the listener's way to PostgreSQL is cut, healthy again.
 

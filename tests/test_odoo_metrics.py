@@ -30,6 +30,7 @@ def value(got, name, **labels):
     return got[f"bus_alt_connection_{name}", frozenset(labels.items())]
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_an_allowed_address_scrapes_every_process(sandbox, odoo_server, workers):
     server = odoo_server(

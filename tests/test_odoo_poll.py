@@ -51,6 +51,7 @@ def direct_backends(sandbox):
     return rows, [row for row in rows if row[1] not in pooled_ports]
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_poll_mode_delivers_through_pgbouncer_alone(sandbox, odoo_server, workers):
     server = odoo_server(
@@ -118,6 +119,7 @@ def test_poll_mode_health_says_poll(sandbox, odoo_server):
     assert details["route"] is None
 
 
+@pytest.mark.every_series
 def test_auto_mode_behind_the_pooler_switches_to_polling(sandbox, odoo_server):
     server = odoo_server(
         listener_params={"host": "127.0.0.1", "port": sandbox.pgbouncer.port},
