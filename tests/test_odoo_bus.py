@@ -25,7 +25,7 @@ def direct_route(sandbox, **extra):
     return route
 
 
-def delivered(server, wait=20):
+def delivered(server, wait=60):
     """Subscribe a websocket, send COUNT notifications from another Odoo
     process, and return how many reached the websocket."""
     channel = f"{CHANNEL}_{uuid.uuid4().hex}"
@@ -126,6 +126,18 @@ def test_wrong_password_names_the_option_and_never_shows_it(sandbox, odoo_server
 
 
 def test_unconfigured_addon_warns_once(sandbox, odoo_server):
+    """Once, whatever the dispatcher goes through: it starts, listens
+    through db_host (the PgBouncer), loses its connection and comes back."""
     server = odoo_server(listener_params=None)
-    assert server.wait_for_log(r"no imdispatcher_db_\* option is set", timeout=30)
+    assert server.wait_for_log(r"no imdispatcher_db_\* option is set", timeout=60)
+    client = BusClient(server.websocket_url(), CHANNEL)
+    try:
+        assert server.wait_for_log(r"bus listener connected", timeout=60)
+        since = len(server.log_text())
+        sandbox.pgbouncer.stop()
+        sandbox.pgbouncer.start()
+        assert server.wait_for_log(r"bus listener back on", timeout=60, start=since)
+    finally:
+        client.close()
     assert server.log_text().count("no imdispatcher_db_* option is set") == 1
+
