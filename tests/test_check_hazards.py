@@ -8,7 +8,7 @@ from bus_alt_connection.lib.check.report import MISCONFIGURED, OK
 from bus_alt_connection.lib.check.setup import check_setup
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
-from .test_setup_check import (
+from .test_check_setup import (
     check_on_a_standby,
     plain_role_route,
     site_config,

@@ -256,7 +256,7 @@ def test_command_line_without_odoo(sandbox, tmp_path, capsys):
 @pytest.fixture
 def bus_database(sandbox):
     """A database with an Odoo-shaped bus_bus, reached through PgBouncer."""
-    from .test_bus_poller import BUS_TABLE
+    from .test_polling import BUS_TABLE
 
     name = "check_poll_db"
     sandbox.postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

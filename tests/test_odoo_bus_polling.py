@@ -15,9 +15,9 @@ import pytest
 from tools.odoo_harness import BusClient
 from tools.tcp_proxy import TcpProxy
 
-from .test_listener_metrics import samples
-from .test_odoo_bus import COUNT, NOTIFICATION, errors_in
+from .test_odoo_bus_dispatcher import COUNT, NOTIFICATION, errors_in
 from .test_odoo_health import HEALTH, admin_opener, get, wait_for_status
+from .test_status_metrics import samples
 
 POLLING = r"bus poller started"
 SWITCHED = "imdispatcher_mode is auto, so the bus now polls"

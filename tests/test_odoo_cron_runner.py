@@ -26,7 +26,7 @@ from tools.cron_probe import (
 from tools.notify_flood import flood
 from tools.odoo_harness import BusClient, OdooServer
 
-from .test_cron_trigger_listener import wait_until
+from .test_listener_cron import wait_until
 
 #: Far below core's polling round (60 s), far above a LISTEN wake-up.
 PROMPT = 20

@@ -24,7 +24,13 @@ from tools.odoo_harness import BusClient, OdooServer, create_bus_database
 from tools.pg_sandbox import Sandbox
 from tools.tcp_proxy import TcpProxy
 
-from .test_odoo_bus import COUNT, LISTENING, NOTIFICATION, direct_route, errors_in
+from .test_odoo_bus_dispatcher import (
+    COUNT,
+    LISTENING,
+    NOTIFICATION,
+    direct_route,
+    errors_in,
+)
 
 #: heartbeats every 2 s; each waits production's 5 s, which a loaded
 #: machine keeps to (a 2 s wait could miss and cut a healthy listener)

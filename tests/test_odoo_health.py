@@ -15,7 +15,7 @@ from tools.odoo_harness import BusClient
 from tools.pg_sandbox import LOOPBACK
 from tools.tcp_proxy import TcpProxy
 
-from .test_odoo_bus import LISTENING, SECRET, direct_route
+from .test_odoo_bus_dispatcher import LISTENING, SECRET, direct_route
 
 HEALTH = "/bus_alt_connection/health"
 

@@ -14,8 +14,7 @@ import pytest
 
 from tools.pg_sandbox import LOOPBACK
 
-from .test_listener_metrics import samples
-from .test_odoo_bus import direct_route
+from .test_odoo_bus_dispatcher import direct_route
 from .test_odoo_health import (
     admin_opener,
     get,
@@ -23,6 +22,7 @@ from .test_odoo_health import (
     plain_user_opener,
     websocket,
 )
+from .test_status_metrics import samples
 
 METRICS = "/bus_alt_connection/metrics"
 

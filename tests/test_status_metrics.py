@@ -19,7 +19,7 @@ from bus_alt_connection.lib.status.metrics import (
     render,
 )
 
-from .test_listener_supervisor import (
+from .test_listener_bus import (
     listens_then_stops,
     lost_after_listening,
     make_supervisor,
