@@ -113,3 +113,23 @@ def odoo_server(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
     yield start
     for server in servers:
         server.stop()
+
+
+#: a LOGIN role that is no superuser (nor pg_monitor member): what a managed
+#: PostgreSQL gives an application; the sandbox's ``odoo`` role is a superuser
+PLAIN_ROLE = ("bus_listener", "plain-listener-pw")
+
+
+@pytest.fixture(scope="session")
+def plain_role(sandbox):
+    """(name, password) of PLAIN_ROLE, on PostgreSQL and PgBouncer."""
+    name, password = PLAIN_ROLE
+    exists = sandbox.postgres.execute(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (name,)
+    )
+    if not exists:
+        sandbox.postgres.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s", (password,))
+        sandbox.pgbouncer.add_user(name, password)
+    else:
+        assert exists == [(False,)]
+    return name, password

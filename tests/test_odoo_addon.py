@@ -19,7 +19,7 @@ from tools.odoo_harness import (
     odoo_series,
 )
 
-from .test_odoo_bus import COUNT, delivered, direct_route, errors_in
+from .test_odoo_bus_dispatcher import COUNT, delivered, direct_route, errors_in
 
 RESULT = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
 
@@ -47,7 +47,7 @@ def test_odoo_test_runner_passes_the_addon_tests(addon_database):
     assert results, "Odoo's test runner printed no result line"
     failed, errors, total = map(int, results[-1])
     assert (failed, errors) == (0, 0), log[-5000:]
-    assert total >= 9  # test_dispatcher_patch and test_cron_patch
+    assert total >= 9  # test_bus_dispatcher and test_cron_runner
 
 
 def test_pytest_odoo_passes_the_addon_tests(addon_database):

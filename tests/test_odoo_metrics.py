@@ -6,6 +6,7 @@ starts a listener. Behind a reverse proxy, the client is judged, not the
 proxy.
 """
 
+import time
 import urllib.error
 import urllib.request
 
@@ -13,9 +14,15 @@ import pytest
 
 from tools.pg_sandbox import LOOPBACK
 
-from .test_listener_metrics import samples
-from .test_odoo_bus import direct_route
-from .test_odoo_health import admin_opener, get, listener_backends, websocket
+from .test_odoo_bus_dispatcher import direct_route
+from .test_odoo_health import (
+    admin_opener,
+    get,
+    listener_backends,
+    plain_user_opener,
+    websocket,
+)
+from .test_status_metrics import samples
 
 METRICS = "/bus_alt_connection/metrics"
 
@@ -27,7 +34,18 @@ def scrape(port, opener=None):
 
 
 def value(got, name, **labels):
-    return got[f"bus_alt_connection_{name}", frozenset(labels.items())]
+    """The sample's value; None when there is no such sample."""
+    return got.get((f"bus_alt_connection_{name}", frozenset(labels.items())))
+
+
+def scrape_until(port, predicate, opener=None, timeout=60):
+    """The first scrape for which ``predicate(samples)`` is true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = scrape(port, opener)
+        if predicate(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
 
 
 @pytest.mark.every_series
@@ -50,8 +68,12 @@ def test_an_allowed_address_scrapes_every_process(sandbox, odoo_server, workers)
     if workers:
         assert value(scrape(server.http_port), "dispatcher_process") == 0
     with websocket(server):
-        server.wait_for_log(r"bus listener self-check passed", timeout=15)
-        got = scrape(dispatcher_port)
+        assert server.wait_for_log(r"bus listener self-check passed", timeout=60)
+        # the pass is logged a moment before it is counted
+        got = scrape_until(
+            dispatcher_port,
+            lambda got: value(got, "checks_total", kind="self-check", result="pass"),
+        )
         assert value(got, "dispatcher_started") == 1
         assert value(got, "listener_up") == 1
         assert value(got, "checks_total", kind="self-check", result="pass") == 1
@@ -74,6 +96,17 @@ def test_others_get_403_and_administrators_may_read(
     opener = admin_opener(server.http_port, odoo_database)
     got = scrape(server.http_port, opener)
     assert value(got, "dispatcher_process") == (0 if workers else 1)
+
+
+def test_a_logged_in_user_who_is_not_an_administrator_gets_403(sandbox, odoo_server):
+    """A valid session is not enough: only Settings administrators (or the
+    allowed addresses) may read the metrics."""
+    server = odoo_server(listener_params=direct_route(sandbox))
+    opener = plain_user_opener(server)
+    assert get(server.http_port, METRICS, opener) == (403, "forbidden\n")
+    # the anonymous answer is the same, and an administrator is answered
+    assert get(server.http_port, METRICS) == (403, "forbidden\n")
+    assert scrape(server.http_port, admin_opener(server.http_port, server.dbname))
 
 
 def test_a_bad_allow_list_is_one_error(sandbox, odoo_server):

@@ -6,10 +6,12 @@ does on a real failure (they raise psycopg2's own exception types).
 
 import logging
 import threading
+import types
 
 import psycopg2
 import pytest
 
+from bus_alt_connection.lib.listener import auto_mode as auto_mode_module
 from bus_alt_connection.lib.listener.auto_mode import ModeState
 from bus_alt_connection.lib.listener.bus import IDLE_WAIT, ListenerSupervisor
 from bus_alt_connection.lib.listener.engine import ListenerEngine
@@ -21,6 +23,8 @@ from bus_alt_connection.lib.status.health import health_report, idle_report, pub
 from .test_listener_watch import InstantProbe
 
 LOGGER = "bus_alt_connection"
+#: what an event may take on a loaded machine; a pass never waits that long
+LOADED_MACHINE_WAIT = 60
 SECRET = "never-log-me"
 
 
@@ -247,8 +251,14 @@ def test_route_is_resolved_once():
     assert calls == [1]
 
 
-def test_route_config_error_is_a_value_error():
-    assert issubclass(RouteConfigError, ValueError)
+def test_a_bad_route_value_raises_a_value_error_naming_the_option():
+    """Code that guards a conversion with ``except ValueError`` (Odoo's, an
+    operator's script) catches a bad route value, and is told which option
+    holds what."""
+    with pytest.raises(ValueError) as raised:
+        resolve_route({"imdispatcher_db_port": "abc"}, environ={})
+    assert isinstance(raised.value, RouteConfigError)
+    assert "imdispatcher_db_port = 'abc'" in str(raised.value)
 
 
 # --- imdispatcher_mode auto and poll ---------------------------------------
@@ -473,16 +483,28 @@ class VanishingWatch:
         self.calls.append("lost")
 
 
-@pytest.mark.parametrize("core_loop", [refused, lost_after_listening])
-def test_the_watch_is_read_once_per_use(monkeypatch, core_loop):
+@pytest.mark.parametrize(
+    ("core_loop", "uses", "told"),
+    [
+        # one use: the failure; the watch is there at its only read
+        (refused, 1, ["lost"]),
+        # two uses: the connect (there) then the loss (gone by then)
+        (lost_after_listening, 2, ["connected"]),
+    ],
+    ids=["refused", "lost_after_listening"],
+)
+def test_the_watch_is_read_once_per_use(monkeypatch, core_loop, uses, told):
     watch = VanishingWatch()
     monkeypatch.setattr(ListenerEngine, "watch", watch, raising=False)
     supervisor, _stop, _clock = make_supervisor()
     supervisor.run_attempt(core_loop, lambda: None)
-    assert watch.calls in (["lost"], ["connected"])
+    assert watch.reads == uses
+    assert watch.calls == told
 
 
-def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplog):
+def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(
+    caplog, retry_threads
+):
     tries = []
 
     def listen_works(route):
@@ -501,11 +523,9 @@ def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplo
     with caplog.at_level(logging.INFO, logger=LOGGER):
         supervisor.switch.to_polling("three checks failed", supervisor.route())
         assert supervisor.mode.active == "poll"
-        deadline = threading.Event()
-        for _ in range(100):
-            if supervisor.mode.active == "listen":
-                break
-            deadline.wait(0.05)
+        [retry_thread] = retry_threads
+        retry_thread.join(LOADED_MACHINE_WAIT)
+        assert not retry_thread.is_alive(), "the retries never heard the route"
     stop.set()
     assert supervisor.mode.active == "listen"
     assert tries == ["pg-direct"] * 3
@@ -516,22 +536,47 @@ def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplo
     assert "hears what Odoo sends again (try 3)" in lines[1][1]
 
 
-def test_polling_stops_trying_once_odoo_stops():
+def test_polling_stops_trying_once_odoo_stops(retry_threads):
     tries = []
+    tried_twice = threading.Event()
+
+    def deaf(route):
+        tries.append(1)
+        if len(tries) >= 2:
+            tried_twice.set()
+        return False, "deaf"
+
     stop = threading.Event()
     supervisor = ListenerSupervisor(
         a_route,
         stop,
         mode=auto_mode(),
-        listen_works=lambda route: tries.append(1) or (False, "deaf"),
+        listen_works=deaf,
         retry_interval=0.05,
     )
     supervisor.route()
     supervisor.switch.to_polling("deaf", supervisor.route())
-    threading.Event().wait(0.3)
+    [retry_thread] = retry_threads
+    # it keeps trying while Odoo runs...
+    assert tried_twice.wait(LOADED_MACHINE_WAIT)
     stop.set()
-    threading.Event().wait(0.2)
-    counted = len(tries)
-    threading.Event().wait(0.3)
-    assert 1 <= counted == len(tries)
+    # ...and its thread ends once Odoo stops: nothing can try again
+    retry_thread.join(LOADED_MACHINE_WAIT)
+    assert not retry_thread.is_alive(), "the retries go on after Odoo stopped"
     assert supervisor.mode.active == "poll"
+
+
+@pytest.fixture
+def retry_threads(monkeypatch):
+    """The threads that switches to polling start to try the route again."""
+    started = []
+
+    class RecordedThread(threading.Thread):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(
+        auto_mode_module, "threading", types.SimpleNamespace(Thread=RecordedThread)
+    )
+    return started

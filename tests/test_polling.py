@@ -12,7 +12,7 @@ import uuid
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.polling import POLL_SQL, BusTracker
+from bus_alt_connection.lib.polling import POLL_SQL, SETTLE_MARGIN, BusTracker
 from tools.bus_poller import BusPoller
 
 DB_OID = 16384
@@ -294,7 +294,11 @@ def write_rows(params, writer, committed, barrier):
 
 
 def test_concurrent_writers_every_committed_row_reported_exactly_once(bus_db):
-    poller = BusPoller(lambda: connect(bus_db), name="scratch", settle_margin=0.5)
+    # production's margin: a writer descheduled between nextval and its
+    # INSERT (a loaded machine) must not have its gap settled too early
+    poller = BusPoller(
+        lambda: connect(bus_db), name="scratch", settle_margin=SETTLE_MARGIN
+    )
     poller.poll()
     committed, reported = [], []
     barrier = threading.Barrier(WRITERS + 1)

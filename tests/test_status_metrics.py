@@ -8,6 +8,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus_alt_connection.lib.listener.auto_mode import ModeState
 from bus_alt_connection.lib.listener.engine import ListenerState
 from bus_alt_connection.lib.listener.watch import CheckResult, ListenerWatch
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
@@ -18,7 +19,12 @@ from bus_alt_connection.lib.status.metrics import (
     render,
 )
 
-from .test_listener_supervisor import listens_then_stops, make_supervisor
+from .test_listener_bus import (
+    listens_then_stops,
+    lost_after_listening,
+    make_supervisor,
+    refused,
+)
 
 SECRET = "metrics-never-show-this"
 
@@ -236,3 +242,45 @@ def test_a_bad_allow_list_names_the_option():
         parse_allow("127.0.0.1,localhost")
     assert "bus_alt_connection_metrics_allow" in str(raised.value)
     assert "'localhost'" in str(raised.value)
+
+
+def counter(got, name):
+    return got[f"bus_alt_connection_{name}", frozenset()]
+
+
+def test_reconnects_and_failed_attempts_count_what_the_listener_went_through():
+    """Connected, lost, refused twice, back: 2 connects, 1 reconnect, 3
+    failed attempts (the loss counts as one)."""
+    supervisor, stop, _clock = make_supervisor(a_route)
+    supervisor.run_attempt(lost_after_listening, lambda: None)
+    supervisor.run_attempt(refused, lambda: None)
+    supervisor.run_attempt(refused, lambda: None)
+    supervisor.run_attempt(listens_then_stops(stop), lambda: None)
+    got = samples(
+        render({"supervisor": supervisor, "started": True, "channel_map": ChannelMap()})
+    )
+    assert counter(got, "listener_connects_total") == 2
+    assert counter(got, "listener_reconnects_total") == 1
+    assert counter(got, "listener_failed_attempts_total") == 3
+    assert counter(got, "poll_queries_total") == 0
+
+
+def test_poll_queries_count_every_database_of_every_round():
+    supervisor, stop, _clock = make_supervisor(
+        a_route, mode=ModeState(configured="poll", active="poll")
+    )
+
+    def three_rounds(on_polling):
+        for databases in (2, 0, 3):
+            supervisor.poller.polled(databases)
+        on_polling()
+        stop.set()
+
+    supervisor.poller.run(three_rounds, lambda: None, "pgbouncer:6432")
+    got = samples(
+        render({"supervisor": supervisor, "started": True, "channel_map": ChannelMap()})
+    )
+    assert counter(got, "poll_queries_total") == 5
+    assert counter(got, "listener_up") == 1
+    info = [key for key in got if key[0] == "bus_alt_connection_listener_info"]
+    assert dict(info[0][1])["mode"] == "poll"
