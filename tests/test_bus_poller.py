@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -342,3 +343,166 @@ def test_poll_query_uses_the_primary_key_index(bus_db):
             plan = "\n".join(row[0] for row in cr.fetchall())
     assert "bus_bus_pkey" in plan, plan
     assert "Seq Scan on bus_bus" not in plan, plan
+
+
+# --- a pinned xmin (issue 19, item 7) ---------------------------------------
+
+PINNED_XID = 4_294_967_296 + 77  # epoch 1, xid 77: what txid_snapshot_xmin gives
+POLLS_PER_HOUR = 7200  # one checkpoint each half second
+
+
+def pinned_polls(bus, clock, count, first_id, xmin=PINNED_XID):
+    """``count`` polls half a second apart, one new row each, with a
+    transaction (``xmin``) that never ends; return the channels reported."""
+    reported = []
+    for row_id in range(first_id, first_id + count):
+        clock.now += 0.5
+        xmax = xmin + row_id  # other transactions come and go
+        reported += bus.consume(poll_rows([row_id], xmin=xmin, xmax=xmax))
+    return reported
+
+
+def test_pinned_xmin_keeps_the_checkpoints_bounded():
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, range(6, 11), xmin=PINNED_XID, xmax=PINNED_XID + 1))
+    pinned_polls(bus, clock, POLLS_PER_HOUR, 11)
+    after_an_hour = len(bus._checkpoints)
+    pinned_polls(bus, clock, POLLS_PER_HOUR, 11 + POLLS_PER_HOUR)
+    assert len(bus._checkpoints) == after_an_hour < POLLS_PER_HOUR
+
+
+def test_pinned_xmin_warns_once_with_the_xid_and_how_long(caplog):
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, range(6, 11), xmin=PINNED_XID, xmax=PINNED_XID + 1))
+    with caplog.at_level(logging.INFO):
+        pinned_polls(bus, clock, 2 * POLLS_PER_HOUR, 11)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "xmin" in warnings[0]
+    assert "xid 77 " in warnings[0]  # the 32-bit xid, as pg_stat_activity shows it
+    assert re.search(r"for at least \d+ s", warnings[0]), warnings[0]
+    assert "database db" in warnings[0]
+    assert "not visible to this database role" in warnings[0]
+
+
+def test_gaps_kept_while_xmin_is_pinned_settle_once_it_moves_and_none_is_lost(
+    caplog,
+):
+    clock = Clock()
+    bus = tracker(clock)
+    bus.consume(start_rows(10, range(6, 11), xmin=PINNED_XID, xmax=PINNED_XID + 1))
+    clock.now += 0.5
+    # 11 in flight, 12 rolled back: both gaps
+    assert bus.consume(poll_rows([13], xmin=PINNED_XID, xmax=PINNED_XID + 5)) == [
+        channel_of(13)
+    ]
+    reported = pinned_polls(bus, clock, 3 * POLLS_PER_HOUR, 14)
+    assert reported == [channel_of(i) for i in range(14, 14 + 3 * POLLS_PER_HOUR)]
+    assert {11, 12} <= bus.gaps, "xmin pinned: no gap may be forgotten"
+    # three hours later, the transaction of id 11 commits, then xmin moves
+    clock.now += 0.5
+    last = 13 + 3 * POLLS_PER_HOUR
+    moved = PINNED_XID + last + 10
+    with caplog.at_level(logging.INFO):
+        assert bus.consume(poll_rows([11], xmin=PINNED_XID, xmax=moved)) == [
+            channel_of(11)
+        ]
+        for _ in range(6):
+            clock.now += 0.5
+            assert bus.consume(poll_rows([], xmin=moved, xmax=moved)) == []
+    assert bus.gaps == set()
+    assert bus.floor == last
+    assert len(bus._checkpoints) < 10
+    assert "xmin moves again" in caplog.text
+
+
+def poll_until(poller, predicate, what):
+    deadline = time.monotonic() + 60
+    reported = []
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        reported += poller.poll()
+        time.sleep(0.05)
+    return reported
+
+
+def hold_xmin(params):
+    """A session idle in a transaction that has an xid; (connection, xid, pid)."""
+    holder = connect(params)
+    with holder.cursor() as cr:
+        cr.execute("SELECT txid_current() % (2 ^ 32)::bigint, pg_backend_pid()")
+        xid, pid = cr.fetchone()
+    return holder, xid, pid
+
+
+def rolled_back_gap(params):
+    """An id rolled back below a committed one: a gap of the tracker."""
+    rolled, committed = connect(params), connect(params)
+    try:
+        lost = insert(rolled, '["db", "lost"]')
+        insert(committed, '["db", "kept"]')
+        committed.commit()
+        rolled.rollback()
+    finally:
+        rolled.close()
+        committed.close()
+    return lost
+
+
+def test_session_idle_in_transaction_holding_xmin_is_named(bus_db, caplog):
+    poller = BusPoller(
+        lambda: connect(bus_db), name="scratch", settle_margin=0.2, max_checkpoints=3
+    )
+    holder, xid, pid = hold_xmin(bus_db)
+    try:
+        poller.poll()
+        lost = rolled_back_gap(bus_db)
+        with caplog.at_level(logging.INFO, logger="bus_alt_connection"):
+            reported = poll_until(
+                poller, lambda: "xmin is held" in caplog.text, "the warning"
+            )
+            assert reported == ['["db", "kept"]']
+            assert lost in poller.tracker.gaps
+            assert len(poller.tracker._checkpoints) <= 3
+            holder.commit()
+            poll_until(poller, lambda: not poller.tracker.gaps, "the gaps to settle")
+        warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warning) == 1, warning
+        assert f"xid {xid} " in warning[0]
+        assert f"session pid {pid}: idle in transaction, user odoo" in warning[0]
+        assert "xmin moves again" in caplog.text
+    finally:
+        holder.close()
+        poller.close()
+
+
+def test_a_role_without_pg_read_all_stats_still_names_the_holder(
+    sandbox, bus_db, caplog
+):
+    role = f"reader_{uuid.uuid4().hex[:6]}"
+    sandbox.postgres.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'")
+    sandbox.postgres.execute(
+        f"GRANT SELECT ON bus_bus, bus_bus_id_seq TO {role}", dbname=bus_db["dbname"]
+    )
+    reader = sandbox.postgres.odoo_params(bus_db["dbname"])
+    reader.update(user=role, password="reader-pw")
+    poller = BusPoller(
+        lambda: connect(reader), name="scratch", settle_margin=0.2, max_checkpoints=3
+    )
+    holder, xid, pid = hold_xmin(bus_db)
+    try:
+        poller.poll()
+        rolled_back_gap(bus_db)  # xids go on being assigned
+        with caplog.at_level(logging.WARNING, logger="bus_alt_connection"):
+            poll_until(poller, lambda: "xmin is held" in caplog.text, "the warning")
+        assert f"xid {xid} " in caplog.text
+        assert f"session pid {pid}: state hidden from this role, user odoo" in (
+            caplog.text
+        )
+    finally:
+        holder.close()
+        poller.close()
+        sandbox.postgres.execute(f"DROP OWNED BY {role}", dbname=bus_db["dbname"])
+        sandbox.postgres.execute(f"DROP ROLE {role}")
