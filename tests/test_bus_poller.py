@@ -13,6 +13,7 @@ import uuid
 import psycopg2
 import pytest
 
+from bus_alt_connection.lib.bounded_polls import BoundedPolls
 from bus_alt_connection.lib.polling import POLL_SQL, BusTracker
 from tools.bus_poller import BusPoller
 
@@ -506,3 +507,209 @@ def test_a_role_without_pg_read_all_stats_still_names_the_holder(
         poller.close()
         sandbox.postgres.execute(f"DROP OWNED BY {role}", dbname=bus_db["dbname"])
         sandbox.postgres.execute(f"DROP ROLE {role}")
+
+
+# --- one slow database among several (issue 19, item 6) ---------------------
+
+#: generous: the CPU is shared; nothing below asserts a duration
+WAIT = 60
+
+
+class Databases:
+    """``poll_one`` of fake databases: ``blocked`` ones wait for ``release``;
+    the others return one new channel per poll."""
+
+    def __init__(self, *blocked):
+        self.blocked = set(blocked)
+        self.release = threading.Event()
+        self.entered = collections.defaultdict(threading.Event)
+        self.lock = threading.Lock()
+        self.calls = collections.Counter()
+        self.running = collections.Counter()
+        self.overlaps = []
+
+    def poll_one(self, name):
+        with self.lock:
+            self.calls[name] += 1
+            number = self.calls[name]
+            self.running[name] += 1
+            if self.running[name] > 1:
+                self.overlaps.append(name)
+        self.entered[name].set()
+        try:
+            if name in self.blocked:
+                assert self.release.wait(WAIT)
+            return [f"{name}-{number}"]
+        finally:
+            with self.lock:
+                self.running[name] -= 1
+
+
+def run_round(polls, names):
+    """One round, in a thread: a round that hangs fails the test."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(polls.round(names)))
+    thread.start()
+    thread.join(WAIT)
+    assert result, f"the round over {names} did not return"
+    return result[0]
+
+
+def rounds_until(polls, names, predicate):
+    """Rounds until ``predicate(answers)``; every answer of every round."""
+    answers = collections.defaultdict(list)
+    deadline = time.monotonic() + WAIT
+    while not predicate(answers):
+        assert time.monotonic() < deadline, dict(answers)
+        for name, channels in run_round(polls, names).answered.items():
+            answers[name] += channels
+        time.sleep(0.01)
+    return answers
+
+
+def test_a_blocked_database_does_not_hold_up_the_others():
+    databases = Databases("slow")
+    polls = BoundedPolls(databases.poll_one, bound=0.2)
+    try:
+        names = ["slow", "fast"]
+        answers = rounds_until(polls, names, lambda a: len(a["fast"]) >= 3)
+        assert answers["slow"] == []
+        assert databases.calls["slow"] == 1
+    finally:
+        databases.release.set()
+
+
+def test_a_late_answer_is_handed_over_once_and_polling_resumes():
+    databases = Databases("slow")
+    polls = BoundedPolls(databases.poll_one, bound=0.2)
+    run_round(polls, ["slow", "fast"])
+    run_round(polls, ["slow", "fast"])
+    databases.release.set()
+    answers = rounds_until(polls, ["slow", "fast"], lambda a: "slow-2" in a["slow"])
+    assert answers["slow"][:2] == ["slow-1", "slow-2"]
+    assert len(answers["slow"]) == len(set(answers["slow"]))
+    assert databases.overlaps == []
+
+
+def test_never_two_polls_of_one_database_at_once():
+    databases = Databases("slow")
+    polls = BoundedPolls(databases.poll_one, bound=0.05)
+    try:
+        for _ in range(20):
+            run_round(polls, ["slow", "fast"])
+        assert databases.calls["slow"] == 1
+        assert databases.overlaps == []
+    finally:
+        databases.release.set()
+
+
+def test_a_slow_database_is_named_once_per_stretch(caplog):
+    databases = Databases("slow")
+    polls = BoundedPolls(databases.poll_one, bound=0.2)
+    with caplog.at_level(logging.INFO, logger="bus_alt_connection"):
+        for _ in range(5):
+            run_round(polls, ["slow", "fast"])
+        databases.release.set()
+        rounds_until(polls, ["slow"], lambda a: len(a["slow"]) >= 3)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    warnings = [text for level, text in lines if level == "WARNING"]
+    assert len(warnings) == 1, lines
+    assert "database slow" in warnings[0] and "0.2 s" in warnings[0]
+    assert "fast" not in warnings[0]
+    infos = [text for level, text in lines if level == "INFO"]
+    assert len(infos) == 1 and "database slow" in infos[0], lines
+
+
+def test_a_failed_poll_is_returned_with_its_database_and_the_rest_still_answers():
+    def poll_one(name):
+        if name == "gone":
+            raise LookupError("database gone does not exist")
+        return [name]
+
+    answers = run_round(BoundedPolls(poll_one, bound=1.0), ["gone", "ok"])
+    assert answers.answered == {"ok": ["ok"]}
+    assert list(answers.failed) == ["gone"]
+    assert isinstance(answers.failed["gone"], LookupError)
+
+
+def test_at_most_max_running_polls_at_once():
+    databases = Databases("slow1", "slow2")
+    polls = BoundedPolls(databases.poll_one, bound=0.05, max_running=2)
+    try:
+        for _ in range(5):
+            run_round(polls, ["slow1", "slow2", "fast"])
+        assert databases.calls["fast"] == 0
+    finally:
+        databases.release.set()
+    rounds_until(polls, ["slow1", "slow2", "fast"], lambda a: a["fast"])
+
+
+def test_poll_threads_do_not_keep_the_process_alive():
+    databases = Databases("slow")
+    polls = BoundedPolls(databases.poll_one, bound=0.05)
+    run_round(polls, ["slow"])
+    assert databases.entered["slow"].wait(WAIT)
+    try:
+        pollers = [t for t in threading.enumerate() if "poll" in t.name]
+        assert pollers and all(t.daemon for t in pollers)
+    finally:
+        databases.release.set()
+
+
+# --- on PostgreSQL: a database whose bus_bus is locked ----------------------
+
+
+@pytest.fixture
+def bus_dbs(sandbox):
+    """Factory of scratch databases with an Odoo-shaped bus_bus."""
+    names = []
+
+    def create():
+        name = f"poll_{uuid.uuid4().hex[:8]}"
+        sandbox.postgres.execute(f"CREATE DATABASE {name} OWNER odoo")
+        names.append(name)
+        params = sandbox.pgbouncer.odoo_params(name)
+        with contextlib.closing(psycopg2.connect(**params)) as connection:
+            connection.autocommit = True
+            with connection.cursor() as cr:
+                cr.execute(BUS_TABLE)
+        return params
+
+    yield create
+    for name in names:
+        sandbox.pgbouncer._admin(f"KILL {name}")
+        sandbox.pgbouncer._admin(f"RESUME {name}")
+        sandbox.postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_locked_bus_of_one_database_does_not_stall_another(bus_dbs, caplog):
+    params = {"locked": bus_dbs(), "free": bus_dbs()}
+    pollers = {
+        name: BusPoller(lambda p=p: connect(p), name=name, settle_margin=0.2)
+        for name, p in params.items()
+    }
+    polls = BoundedPolls(lambda name: pollers[name].poll(), bound=0.5)
+    names = list(pollers)
+    locker = connect(params["locked"])
+    try:
+        run_round(polls, names)  # both start
+        with locker.cursor() as cr:
+            cr.execute("LOCK TABLE bus_bus IN ACCESS EXCLUSIVE MODE")
+        with caplog.at_level(logging.WARNING, logger="bus_alt_connection"):
+            with contextlib.closing(connect(params["free"])) as writer:
+                for n in range(3):
+                    insert(writer, f'["free", {n}]')
+                    writer.commit()
+            answers = rounds_until(polls, names, lambda a: len(a["free"]) == 3)
+        assert answers["locked"] == []
+        assert "database locked" in caplog.text
+        locker.rollback()
+        with contextlib.closing(connect(params["locked"])) as writer:
+            insert(writer, '["locked", 0]')
+            writer.commit()
+        answers = rounds_until(polls, names, lambda a: a["locked"])
+        assert answers["locked"] == ['["locked", 0]']
+    finally:
+        locker.close()
+        for poller in pollers.values():
+            poller.close()
