@@ -605,7 +605,7 @@ def test_never_two_polls_of_one_database_at_once():
 
 def test_a_slow_database_is_named_once_per_stretch(caplog):
     databases = Databases("slow")
-    polls = BoundedPolls(databases.poll_one, bound=0.2)
+    polls = BoundedPolls(databases.poll_one, bound=1.0)
     with caplog.at_level(logging.INFO, logger="bus_alt_connection"):
         for _ in range(5):
             run_round(polls, ["slow", "fast"])
@@ -614,7 +614,7 @@ def test_a_slow_database_is_named_once_per_stretch(caplog):
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     warnings = [text for level, text in lines if level == "WARNING"]
     assert len(warnings) == 1, lines
-    assert "database slow" in warnings[0] and "0.2 s" in warnings[0]
+    assert "database slow did not answer within 1 s" in warnings[0]
     assert "fast" not in warnings[0]
     infos = [text for level, text in lines if level == "INFO"]
     assert len(infos) == 1 and "database slow" in infos[0], lines
