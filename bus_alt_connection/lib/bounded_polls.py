@@ -1,7 +1,7 @@
 """Poll databases one after another, waiting for none longer than a bound.
 
-Plain Python. A round polls each database in a thread of its own and waits
-at most ``bound`` seconds for it; a poll that outlasts the bound (its pool
+Plain Python. A round polls each database in a poll thread and waits at
+most ``bound`` seconds for it; a poll that outlasts the bound (its pool
 saturated, its table locked) goes on in its thread while the round moves on
 to the next database, and what it returns is handed over by the first
 round that finds it done. A database whose poll still runs is not polled
@@ -100,10 +100,11 @@ class BoundedPolls:
     def _poll_within_bound(self, name):
         future = self._running[name] = self._threads.submit(self._poll_one, name)
         try:
-            future.exception(timeout=self._bound)
+            error = future.exception(timeout=self._bound)
         except concurrent.futures.TimeoutError:
             self._say_slow(name)
-        else:
+            return
+        if error is None:
             self._say_back(name)
 
     def _take_done(self):
