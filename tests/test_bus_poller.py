@@ -713,3 +713,28 @@ def test_locked_bus_of_one_database_does_not_stall_another(bus_dbs, caplog):
         locker.close()
         for poller in pollers.values():
             poller.close()
+
+
+def test_a_poll_that_fails_in_time_does_not_end_the_slow_stretch(caplog):
+    release, outcomes = threading.Event(), ["late", "error", "ok"]
+
+    def poll_one(name):
+        outcome = outcomes.pop(0)
+        if outcome == "late":
+            assert release.wait(WAIT)
+        if outcome == "error":
+            raise OSError("query_wait_timeout")
+        return [outcome]
+
+    def infos():
+        return [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+
+    polls = BoundedPolls(poll_one, bound=1.0)
+    with caplog.at_level(logging.INFO, logger="bus_alt_connection"):
+        run_round(polls, ["db"])
+        release.set()
+        assert rounds_until(polls, ["db"], lambda a: a["db"])["db"] == ["late"]
+        assert list(run_round(polls, ["db"]).failed) == ["db"]
+        assert infos() == []
+        assert run_round(polls, ["db"]).answered == {"db": ["ok"]}
+    assert len(infos()) == 1 and "answers within 1 s again" in infos()[0]
