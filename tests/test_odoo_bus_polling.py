@@ -4,15 +4,18 @@ Odoo's only route is the transaction-mode PgBouncer; no imdispatcher_db_*
 route reaches PostgreSQL directly.
 """
 
+import http.client
 import json
+import os
 import re
 import threading
 import time
 import uuid
 
+import psycopg2
 import pytest
 
-from tools.odoo_harness import BusClient
+from tools.odoo_harness import BusClient, create_bus_database
 from tools.tcp_proxy import TcpProxy
 
 from .test_odoo_bus_dispatcher import COUNT, NOTIFICATION, errors_in
@@ -337,3 +340,115 @@ def test_auto_mode_polls_once_a_route_that_worked_is_cut(sandbox, odoo_server, w
     switches = [line for line in log.splitlines() if SWITCHED in line]
     assert len(switches) == 1, switches
     assert "failed 3 connect attempts in a row" in switches[0]
+
+
+# --- one database's poll stuck (issue 19, item 6) ---------------------------
+
+SLOW = "did not answer within"
+
+
+@pytest.fixture(scope="session")
+def other_bus_database(sandbox, odoo_tree, odoo_database, odoo_workdir):
+    """A second Odoo database with ``bus``, served with the first."""
+    return create_bus_database(
+        odoo_tree,
+        sandbox.postgres,
+        os.path.join(odoo_workdir, "init-other"),
+        f"{odoo_database}_other",
+    )
+
+
+def session_cookie(server, dbname):
+    """A session cookie on ``dbname`` (several databases: no monodb)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    try:
+        connection.request("GET", f"/web/login?db={dbname}")
+        response = connection.getresponse()
+        response.read()
+        cookie = response.getheader("Set-Cookie")
+    finally:
+        connection.close()
+    assert cookie, f"no session cookie for {dbname}"
+    return cookie.split(";", 1)[0]
+
+
+class DatabaseBusClient(BusClient):
+    """A websocket on a given database, through its session cookie."""
+
+    def __init__(self, url, channel, cookie):
+        self.cookie = cookie
+        super().__init__(url, channel)
+
+    def _connect(self):
+        import websocket
+
+        connection = websocket.create_connection(
+            self.url, timeout=self.timeout, cookie=self.cookie
+        )
+
+        def recv():
+            # a ping returns too, so that receive() keeps to its timeout on
+            # a websocket that Odoo pings while nothing arrives
+            opcode, data = connection.recv_data(control_frame=True)
+            return data.decode() if opcode == websocket.ABNF.OPCODE_TEXT else ""
+
+        connection.recv = recv
+        self.connection = connection
+        subscribe = {"channels": [self.channel], "last": self.last_id}
+        self.connection.send(json.dumps({"event_name": "subscribe", "data": subscribe}))
+
+
+def insert_notification(cursor, dbname, channel, n):
+    """What ``_sendone`` stores, written by SQL (one shell is per database)."""
+    cursor.execute(
+        "INSERT INTO bus_bus (channel, message, create_date) "
+        "VALUES (%s, %s, now() at time zone 'UTC')",
+        (
+            json.dumps([dbname, channel], separators=(",", ":")),
+            json.dumps({"type": NOTIFICATION, "payload": {"n": n}}),
+        ),
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
+def test_a_database_whose_bus_is_locked_does_not_stall_the_others(
+    sandbox, odoo_server, odoo_database, other_bus_database, workers
+):
+    locked = other_bus_database
+    server = odoo_server(
+        listener_params=None,
+        workers=workers,
+        extra_options={
+            "imdispatcher_mode": "poll",
+            "dbfilter": f"^({odoo_database}|{locked})$",
+        },
+    )
+    channels = {name: f"poll_{uuid.uuid4().hex}" for name in (odoo_database, locked)}
+    clients = {
+        name: DatabaseBusClient(
+            server.websocket_url(), channel, session_cookie(server, name)
+        )
+        for name, channel in channels.items()
+    }
+    locker = psycopg2.connect(**sandbox.postgres.odoo_params(locked))
+    try:
+        assert server.wait_for_log(POLLING, timeout=90), server.log_text()[-3000:]
+        with locker.cursor() as cr:
+            cr.execute("LOCK TABLE bus_bus IN ACCESS EXCLUSIVE MODE")
+            # committed with the lock's release: the stuck poll's late answer
+            insert_notification(cr, locked, channels[locked], 0)
+        server.send_notifications(channels[odoo_database], COUNT, NOTIFICATION)
+        received = clients[odoo_database].receive(NOTIFICATION, COUNT, timeout=60)
+        assert [p["n"] for p in received] == list(range(COUNT))
+        assert server.wait_for_log(f"bus poll of database {locked} {SLOW}", 30)
+        locker.commit()
+        late = clients[locked].receive(NOTIFICATION, 1, timeout=60)
+        assert late == [{"n": 0}]
+    finally:
+        locker.close()
+        for client in clients.values():
+            client.close()
+    log = server.log_text()
+    slow = [line for line in log.splitlines() if SLOW in line]
+    assert len([line for line in slow if f"database {locked} " in line]) == 1, slow
+    assert errors_in(log) == []
