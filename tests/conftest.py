@@ -13,6 +13,36 @@ from tools.odoo_harness import (
 )
 from tools.pg_sandbox import Sandbox
 
+#: the fixtures that need a real Odoo tree (directly or through others)
+ODOO_FIXTURES = {"odoo_tree", "odoo_database", "odoo_server"}
+
+
+def odoo_required():
+    """True where a missing Odoo is a failure, not a skip: in CI, and in
+    ``tools/run-tests.sh --odoo-archives`` (which sets BUS_ALT_REQUIRE_ODOO)."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
+        "BUS_ALT_REQUIRE_ODOO", ""
+    ) not in ("", "0")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier, from the fixtures it uses: ``odoo`` (a
+    real Odoo tree), ``postgres`` (the PostgreSQL/PgBouncer sandbox, no
+    Odoo) or ``unit`` (neither). Runs before ``-m`` selects."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        # a test_odoo_*.py module is about a real Odoo even where a test
+        # calls the harness without those fixtures
+        odoo_module = os.path.basename(str(item.fspath)).startswith("test_odoo_")
+        if names & ODOO_FIXTURES or odoo_module or item.get_closest_marker("odoo"):
+            if not item.get_closest_marker("odoo"):
+                item.add_marker(pytest.mark.odoo)
+        elif "sandbox" in names:
+            item.add_marker(pytest.mark.postgres)
+        else:
+            item.add_marker(pytest.mark.unit)
+
 
 def safe_name(request):
     """The test's name without brackets: Odoo 19.0 globs addons paths."""
@@ -28,13 +58,20 @@ def sandbox():
 
 @pytest.fixture(scope="session")
 def odoo_tree():
-    """(odoo_path, odoo_python) of a real Odoo tree, or skip."""
+    """(odoo_path, odoo_python) of a real Odoo tree, or skip (fail in CI)."""
     found = odoo_from_environment()
     if found is None:
-        pytest.skip(
+        reason = (
             "needs a real Odoo source tree: set ODOO_PATH (and ODOO_PYTHON, "
             "the interpreter of its virtualenv) to run the real-Odoo tests"
         )
+        if odoo_required():
+            pytest.fail(
+                f"{reason}; in CI (CI=true) and with tools/run-tests.sh "
+                "--odoo-archives a real-Odoo test must not skip",
+                pytrace=False,
+            )
+        pytest.skip(reason)
     return found
 
 
@@ -75,3 +112,23 @@ def odoo_server(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
     yield start
     for server in servers:
         server.stop()
+
+
+#: a LOGIN role that is no superuser (nor pg_monitor member): what a managed
+#: PostgreSQL gives an application; the sandbox's ``odoo`` role is a superuser
+PLAIN_ROLE = ("bus_listener", "plain-listener-pw")
+
+
+@pytest.fixture(scope="session")
+def plain_role(sandbox):
+    """(name, password) of PLAIN_ROLE, on PostgreSQL and PgBouncer."""
+    name, password = PLAIN_ROLE
+    exists = sandbox.postgres.execute(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (name,)
+    )
+    if not exists:
+        sandbox.postgres.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s", (password,))
+        sandbox.pgbouncer.add_user(name, password)
+    else:
+        assert exists == [(False,)]
+    return name, password

@@ -221,3 +221,85 @@ def test_unsendable_notify_is_no_verdict(sandbox):
 )
 def test_deafness_explanations(ours, theirs, words):
     assert words in deafness_explanation(ours, theirs)
+
+
+class InstantProbe:
+    """A probe whose NOTIFY always arrives at once; ``failures`` first
+    raise an error no check expects."""
+
+    failures = 0
+
+    def __init__(self):
+        if InstantProbe.failures:
+            InstantProbe.failures -= 1
+            raise RuntimeError("a bug in a check")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def payload(self):
+        return "payload"
+
+    def wait(self, timeout):
+        return True
+
+
+def bare_watch(stop, **kwargs):
+    route = resolve_route({"imdispatcher_db_host": "listener-route"}, environ={})
+    return ListenerWatch(
+        "bus listener",
+        route,
+        new_probe=InstantProbe,
+        send_notify=lambda payload: None,
+        explain_deafness=lambda: "deaf",
+        interrupt_listener=lambda connection: None,
+        stop_event=stop,
+        **kwargs,
+    )
+
+
+def test_an_unexpected_error_in_a_check_does_not_end_the_watch(caplog):
+    InstantProbe.failures = 3
+    stop = threading.Event()
+    watch = bare_watch(stop, interval=0.05, timeout=0.05)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        watch.start("test.watch")
+        watch.listener_connected(object())
+        try:
+            for _wait in range(200):
+                if watch.record.last_check_passed:
+                    break
+                stop.wait(0.05)
+            assert watch.record.last_check_passed, "the watch stopped checking"
+            assert watch.stalled(watch._clock()) is None
+        finally:
+            stop.set()
+    unexpected = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(unexpected) == 1, "logged once per error type"
+    assert unexpected[0].levelno == logging.ERROR
+    assert unexpected[0].exc_info is not None
+
+
+def test_a_watch_whose_thread_ended_is_stalled():
+    stop = threading.Event()
+    watch = bare_watch(stop, interval=0.05, timeout=5.0)
+    watch.start("test.watch")
+    stop.set()
+    watch._thread.join(30)
+    watch.listener_connected(object())
+    assert watch.stalled(watch._clock()) == "the watch's thread has ended"
+
+
+def test_interrupting_a_connection_that_just_closed_does_nothing():
+    from bus_alt_connection.lib.route.connection import interrupt_connection
+
+    class JustClosed:
+        """psycopg2's fileno() on a closed connection."""
+
+        def fileno(self):
+            raise psycopg2.InterfaceError("connection already closed")
+
+    interrupt_connection(JustClosed())

@@ -19,7 +19,7 @@ from tools.odoo_harness import (
     odoo_series,
 )
 
-from .test_odoo_bus import COUNT, delivered, direct_route, errors_in
+from .test_odoo_bus_dispatcher import COUNT, delivered, direct_route, errors_in
 
 RESULT = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
 
@@ -40,13 +40,14 @@ def addon_database(sandbox, odoo_tree, odoo_database, odoo_workdir):
     return server
 
 
+@pytest.mark.every_series
 def test_odoo_test_runner_passes_the_addon_tests(addon_database):
     log = open(os.path.join(addon_database.workdir, "init.log")).read()
     results = RESULT.findall(log)
     assert results, "Odoo's test runner printed no result line"
     failed, errors, total = map(int, results[-1])
     assert (failed, errors) == (0, 0), log[-5000:]
-    assert total >= 9  # test_dispatcher_patch and test_cron_patch
+    assert total >= 9  # test_bus_dispatcher and test_cron_runner
 
 
 def test_pytest_odoo_passes_the_addon_tests(addon_database):
@@ -126,6 +127,7 @@ def wheel_server(odoo_server, odoo_tree, installed_wheel, **kwargs):
     )
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_addon_installed_from_its_wheel_delivers(
     sandbox, odoo_server, odoo_tree, installed_wheel, workers

@@ -15,7 +15,7 @@ from tools.odoo_harness import BusClient
 from tools.pg_sandbox import LOOPBACK
 from tools.tcp_proxy import TcpProxy
 
-from .test_odoo_bus import LISTENING, SECRET, direct_route
+from .test_odoo_bus_dispatcher import LISTENING, SECRET, direct_route
 
 HEALTH = "/bus_alt_connection/health"
 
@@ -108,13 +108,18 @@ def set_of(answers):
 
 
 def admin_opener(port, dbname):
+    return login_opener(port, dbname, "admin", "admin")
+
+
+def login_opener(port, dbname, login, password):
+    """An opener whose session is ``login``'s."""
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     )
     body = json.dumps(
         {
             "jsonrpc": "2.0",
-            "params": {"db": dbname, "login": "admin", "password": "admin"},
+            "params": {"db": dbname, "login": login, "password": password},
         }
     ).encode()
     request = urllib.request.Request(
@@ -123,10 +128,45 @@ def admin_opener(port, dbname):
         headers={"Content-Type": "application/json"},
     )
     with opener.open(request, timeout=30) as response:
-        assert "error" not in json.loads(response.read()), "admin login failed"
+        answer = json.loads(response.read())
+    assert "error" not in answer, f"{login} could not log in: {answer['error']}"
+    assert answer["result"]["uid"], f"{login} could not log in: {answer}"
     return opener
 
 
+#: an internal user (base.group_user) without the Settings rights
+PLAIN_USER = ("bus_alt_plain_user", "plain-user-pw")
+
+CREATE_PLAIN_USER = """
+users = env["res.users"].with_context(no_reset_password=True)
+groups = "group_ids" if "group_ids" in users._fields else "groups_id"
+if not users.search([("login", "=", %(login)r)]):
+    users.create({
+        "name": "Plain internal user",
+        "login": %(login)r,
+        "password": %(password)r,
+        groups: [(6, 0, [env.ref("base.group_user").id])],
+    })
+    env.cr.commit()
+user = users.search([("login", "=", %(login)r)])
+print("PLAIN_USER", user.id, user._is_internal(), user._is_system())
+"""
+
+
+def plain_user_opener(server, port=None):
+    """A logged-in internal user who is not an administrator, on ``port``
+    (the server's HTTP port by default); created on first use."""
+    login, password = PLAIN_USER
+    out = server.run_shell(
+        CREATE_PLAIN_USER % {"login": login, "password": password},
+        "plain-user.log",
+    )
+    facts = [line for line in out.splitlines() if line.startswith("PLAIN_USER")]
+    assert facts and facts[-1].split()[2:] == ["True", "False"], out[-2000:]
+    return login_opener(port or server.http_port, server.dbname, login, password)
+
+
+@pytest.mark.every_series
 def test_health_follows_the_listener_route(sandbox, odoo_server):
     """Healthy, 503 once the listener's way to PostgreSQL is cut, healthy again.
 
@@ -192,3 +232,27 @@ def test_details_for_admins_only(sandbox, odoo_server, odoo_database):
     # the self-check's notification went through core's loop
     assert details["last_notification_age_s"] is not None
     assert SECRET not in body
+
+
+def test_details_refuse_a_user_who_is_not_an_administrator(
+    sandbox, odoo_server, odoo_database
+):
+    """Logged in, internal, but without the Settings rights: 403, and not
+    a word of the route or the listener's state."""
+    server = odoo_server(
+        listener_params={
+            "host": "127.0.0.1",
+            "port": sandbox.postgres.port,
+            "password": sandbox.postgres.odoo_params()["password"],
+        }
+    )
+    opener = plain_user_opener(server)
+    with websocket(server):
+        wait_for_status(server.http_port, 200)
+        status, body = get(server.http_port, HEALTH + "/details", opener)
+        # the same session of an administrator would be answered
+        admin = admin_opener(server.http_port, odoo_database)
+        admin_status, _body = get(server.http_port, HEALTH + "/details", admin)
+    assert (status, json.loads(body)) == (403, {"error": "administrators only"})
+    assert admin_status == 200
+    assert sandbox.postgres.odoo_params()["password"] not in body

@@ -32,7 +32,7 @@ from tools.odoo_front import OdooFront
 from tools.odoo_harness import odoo_series
 from tools.pg_sandbox import LOOPBACK
 
-from .test_odoo_bus import LISTENING, direct_route, errors_in
+from .test_odoo_bus_dispatcher import LISTENING, direct_route, errors_in
 
 CHROMIUM = "/usr/bin/chromium"
 # as root, on a machine without a network but loopback

@@ -26,6 +26,8 @@ if __package__ in (None, ""):  # run as a script: python3 tools/build_wheels.py
 from tools.addon_for_series import REPO_ROOT, SERIES, SOURCE, copy_for_series
 
 METAPACKAGE = os.path.join(REPO_ROOT, "setup", "_metapackage")
+#: exact versions of the build tools (whool, manifestoo-core, setuptools...)
+BUILD_CONSTRAINTS = os.path.join(REPO_ROOT, "tools", "build-requirements.txt")
 DIST = os.path.join(REPO_ROOT, "dist", "wheels")
 MANIFEST_VERSION = re.compile(r'"version":\s*"\d+\.\d+\.(\d+\.\d+\.\d+)"')
 #: the series the metapackage's pyproject.toml in the repo is written for
@@ -46,6 +48,8 @@ def pip_wheel(source, outdir):
         check=True,
         capture_output=True,
         timeout=600,
+        # pip's isolated build environment honours the constraints too
+        env={**os.environ, "PIP_CONSTRAINT": BUILD_CONSTRAINTS},
     )
     (built,) = set(os.listdir(outdir)) - before
     return os.path.join(outdir, built)

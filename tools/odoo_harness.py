@@ -390,13 +390,18 @@ class BusClient:
         while len(received) < expected and time.monotonic() < deadline:
             self.connection.settimeout(max(0.1, deadline - time.monotonic()))
             try:
-                frame = self.connection.recv()
+                # control frames too: Odoo pings an idle websocket every 45 s,
+                # and recv() would wait on past the deadline for data
+                opcode, data = self.connection.recv_data(control_frame=True)
             except websocket.WebSocketTimeoutException:
                 break
             except websocket.WebSocketConnectionClosedException:
                 if not self._reconnect(deadline):
                     break
                 continue
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                continue  # a ping (answered), a pong, or the close: recv again
+            frame = data.decode()
             for notification in json.loads(frame) if frame else []:
                 self.last_id = max(self.last_id, notification.get("id", 0))
                 message = notification.get("message", {})

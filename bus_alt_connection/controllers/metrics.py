@@ -14,6 +14,7 @@ from ..lib.status.metrics import (
     ALLOW_OPTION,
     CONTENT_TYPE,
     address_allowed,
+    address_to_judge,
     parse_allow,
     render,
 )
@@ -62,8 +63,12 @@ class BusListenerMetrics(http.Controller):
     )
     def metrics(self):
         """Prometheus: for the addresses of bus_alt_connection_metrics_allow
-        and for administrators; 403 otherwise. Only reads state."""
-        address = request.httprequest.remote_addr
+        and for administrators; 403 otherwise. Only reads state.
+
+        ``headers.environ`` is the environ Odoo's ProxyFix wrote to (on
+        16.0, ``httprequest.environ`` is a copy without werkzeug's keys).
+        """
+        address = address_to_judge(request.httprequest.headers.environ)
         if not (address_allowed(address, _allowed_networks()) or _is_administrator()):
             return request.make_response(
                 "forbidden\n", headers=[("Content-Type", "text/plain")], status=403

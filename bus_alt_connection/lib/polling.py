@@ -17,10 +17,18 @@ the xid), hence below the snapshot ``xmax`` of a checkpoint P' taken
 that ``xmax``, the transaction has ended: committed, its row was in that
 very poll; otherwise it never will be. This assumes the default ``CACHE 1``
 of Odoo's ``bus_bus_id_seq`` (ids handed out in time order).
+
+Settling a checkpoint settles every gap up to its ``max_seen``, those of
+the checkpoints before it included (their ids are at or below it too).
+So while a transaction holds the cluster's xmin (nothing settles), only
+the latest ``max_checkpoints`` are kept: the oldest are dropped, and their
+gaps settle with the first checkpoint settled once xmin moves on.
 """
 
+import bisect
 import dataclasses
 import logging
+import operator
 import time
 
 _logger = logging.getLogger(__name__)
@@ -29,6 +37,9 @@ _logger = logging.getLogger(__name__)
 SETTLE_MARGIN = 2.0
 #: at most two checkpoints a second, however short the interval
 CHECKPOINT_SPACING = 0.5
+#: checkpoints kept at most while xmin does not move (a quarter of an hour
+#: at two a second); reaching it logs that xmin is held
+MAX_CHECKPOINTS = 1800
 #: ids remembered as gaps at most; beyond, the oldest are forgotten
 MAX_GAPS = 10_000
 #: at start, ids this far below the sequence's last value that are not
@@ -59,6 +70,33 @@ SELECT s.xmin, s.xmax, s.db_oid, b.id, b.channel
  ORDER BY b.id"""
 
 
+#: who holds xmin: a session or a prepared transaction
+XMIN_HOLDER_SQL = """
+SELECT 'session pid ' || pid, state, usename, datname,
+       extract(epoch FROM clock_timestamp() - xact_start)
+  FROM pg_stat_activity WHERE backend_xid::text = %(xid)s
+ UNION ALL
+SELECT 'prepared transaction ' || quote_literal(gid), 'prepared', owner,
+       database, extract(epoch FROM clock_timestamp() - prepared)
+  FROM pg_prepared_xacts WHERE transaction::text = %(xid)s"""
+
+
+def xmin_holder(cursor, xid):
+    """What holds the cluster's xmin, or None when this role cannot see it."""
+    cursor.execute(XMIN_HOLDER_SQL, {"xid": str(xid)})
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    what, state, user, database, age = row
+    # without pg_read_all_stats, another role's state and start are hidden
+    state = state or "state hidden from this role"
+    since = "" if age is None else f", in a transaction for {age:.0f} s"
+    return f"{what}: {state}, user {user}, database {database}{since}"
+
+
+_STARTED = operator.attrgetter("started")
+
+
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
     started: float  # before the query: the snapshot is not older
@@ -77,13 +115,18 @@ class BusTracker:
         settle_margin=SETTLE_MARGIN,
         max_gaps=MAX_GAPS,
         start_window=START_WINDOW,
+        max_checkpoints=MAX_CHECKPOINTS,
     ):
         self.name = name
         self._clock = clock
         self._settle_margin = settle_margin
         self._max_gaps = max_gaps
         self._start_window = start_window
+        self._max_checkpoints = max_checkpoints
         self._capped_logged = False
+        #: the snapshot xmin last seen, since when, whether we said it is held
+        self._xmin = self._xmin_since = None
+        self._xmin_held = False
         self.reset()
 
     def reset(self):
@@ -109,10 +152,15 @@ class BusTracker:
         """
         started = self._clock()
         cursor.execute(*self.query())
-        return self.consume(cursor.fetchall(), started)
+        rows = cursor.fetchall()
+        return self.consume(rows, started, holder=lambda xid: xmin_holder(cursor, xid))
 
-    def consume(self, rows, started=None):
-        """The rows of the query ``query()`` gave; return the new channels."""
+    def consume(self, rows, started=None, holder=None):
+        """The rows of the query ``query()`` gave; return the new channels.
+
+        :param holder: ``holder(xid)`` describes the transaction that holds
+            xmin, for the log (None: what this role cannot see)
+        """
         finished = self._clock()
         xmin, xmax, database_oid = rows[0][:3]
         if self.started and database_oid != self.database_oid:
@@ -128,8 +176,13 @@ class BusTracker:
         else:
             self._start(rows, database_oid)
             channels = []
+        self._see_xmin(xmin, finished)
         self._checkpoint(started if started is not None else finished, finished, xmax)
-        self._settle(xmin)
+        if self._settle(xmin):
+            self._xmin_moves_again()
+        elif len(self._checkpoints) > self._max_checkpoints:
+            del self._checkpoints[0]
+            self._report_held_xmin(finished, holder)
         return channels
 
     def _start(self, rows, database_oid):
@@ -189,24 +242,77 @@ class BusTracker:
         checkpoints.append(Checkpoint(started, finished, self.max_seen, xmax))
 
     def _settle(self, xmin):
-        """Forget the gaps no running transaction can still fill."""
-        checkpoints = self._checkpoints
-        settled = None
-        for index, checkpoint in enumerate(checkpoints):
-            proof = next(
-                (
-                    later
-                    for later in checkpoints[index + 1 :]
-                    if later.started >= checkpoint.finished + self._settle_margin
-                ),
-                None,
-            )
-            # xmax only grows: if this checkpoint is not settled, no later is
-            if proof is None or proof.xmax > xmin:
-                break
-            settled = index
+        """Forget the gaps no running transaction can still fill; return
+        whether a checkpoint settled."""
+        settled = self._last_settled(xmin)
         if settled is None:
-            return
+            return False
+        checkpoints = self._checkpoints
         self.floor = max(self.floor, checkpoints[settled].max_seen)
         self.gaps = {gap for gap in self.gaps if gap > self.floor}
         del checkpoints[: settled + 1]
+        return True
+
+    def _last_settled(self, xmin):
+        """Index of the last checkpoint whose proof ``xmin`` has reached."""
+        checkpoints = self._checkpoints
+        settled = None
+        for index, checkpoint in enumerate(checkpoints):
+            proof = bisect.bisect_left(
+                checkpoints,
+                checkpoint.finished + self._settle_margin,
+                lo=index + 1,
+                key=_STARTED,
+            )
+            # xmax only grows: if this checkpoint is not settled, no later is
+            if proof == len(checkpoints) or checkpoints[proof].xmax > xmin:
+                break
+            settled = index
+        return settled
+
+    def _see_xmin(self, xmin, now):
+        if xmin != self._xmin:
+            self._xmin, self._xmin_since = xmin, now
+
+    def _report_held_xmin(self, now, holder):
+        """Once per stretch: xmin has held the checkpoints at their bound."""
+        if self._xmin_held:
+            return
+        self._xmin_held = True
+        xid = self._xmin % 2**32  # without the epoch, as pg_stat_activity has it
+        _logger.warning(
+            "bus_alt_connection: the cluster's xmin is held: transaction xid "
+            "%d has been running for at least %.0f s (%s). Until it ends, the "
+            "bus poller of database %s cannot forget the bus.bus ids it has "
+            "not seen (rolled back, or still to commit) and keeps only its "
+            "latest %d checkpoints; no notification is lost. It holds back "
+            "vacuum too: end it (a long job, a session idle in transaction, "
+            "a forgotten prepared transaction).",
+            xid,
+            now - self._xmin_since,
+            self._describe_holder(holder, xid),
+            self.name,
+            self._max_checkpoints,
+        )
+
+    @staticmethod
+    def _describe_holder(holder, xid):
+        described = None
+        if holder is not None:
+            try:
+                described = holder(xid)
+            except Exception as error:  # a diagnosis must not fail the poll
+                _logger.debug("bus_alt_connection: xmin holder unknown: %s", error)
+        return described or (
+            "not visible to this database role; as a superuser: SELECT pid, "
+            f"state, xact_start FROM pg_stat_activity WHERE backend_xid = '{xid}'"
+        )
+
+    def _xmin_moves_again(self):
+        if self._xmin_held:
+            self._xmin_held = False
+            _logger.info(
+                "bus_alt_connection: the cluster's xmin moves again; the "
+                "bus.bus ids not seen in database %s settle again.",
+                self.name,
+            )

@@ -35,8 +35,6 @@ from ..lib.listener.bus import LISTENER_TEXTS, ListenerSupervisor
 from ..lib.listener.watch import ChannelProbe, ListenerWatch, deafness_explanation
 from ..lib.route.config import (
     BUS_DATABASE,
-    SETTING_OPTIONS,
-    RouteConfigError,
     resolve_route,
     resolve_setting_values,
 )
@@ -254,7 +252,7 @@ def install(settings=None, mode=None):
         route = supervisor.route()
         if route is not None and supervisor.watch is None:
             supervisor.watch = start_watch(
-                self, route, settings, on_deaf=_on_deaf(supervisor, route, settings)
+                self, route, settings, on_deaf=_on_deaf(supervisor, route)
             )
         supervisor.run_attempt(
             lambda route, on_listening: _run_core_loop_on_route(
@@ -276,11 +274,11 @@ def install(settings=None, mode=None):
     return supervisor
 
 
-def _on_deaf(supervisor, route, settings):
+def _on_deaf(supervisor, route):
     """auto mode: enough failed checks in a row switch to polling."""
     if supervisor.mode.configured != "auto":
         return None
-    return supervisor.switch.on_failed_check(route, settings["auto_failed_checks"])
+    return supervisor.switch.on_failed_check(route, supervisor.mode.failed_checks)
 
 
 def listen_works(route, timeout):
@@ -300,13 +298,16 @@ def listen_works(route, timeout):
 
 
 def settings_or_defaults():
-    """(settings, ModeState); the defaults, with one ERROR, on a bad value."""
-    try:
-        values = resolve_setting_values(config)
-    except RouteConfigError as error:
-        _logger.error("bus_alt_connection: %s; using the defaults.", error)
-        settings = {option.name: option.default for option in SETTING_OPTIONS}
-        return settings, ModeState()
+    """(settings, ModeState); a bad value falls back alone to its default,
+    with one ERROR naming it."""
+    values, refused = resolve_setting_values(config)
+    for error in refused:
+        _logger.error(
+            "bus_alt_connection: %s; using its default (%s) meanwhile, the "
+            "other options stand.",
+            error,
+            values[error.option.removeprefix("imdispatcher_")].value,
+        )
     settings = {name: value.value for name, value in values.items()}
     configured = settings["mode"]
     mode = ModeState(
@@ -315,5 +316,6 @@ def settings_or_defaults():
         active="poll" if configured == "poll" else "listen",
         reason=f"configured ({values['mode'].source})",
         poll_interval=settings["poll_interval"] / 1000,
+        failed_checks=settings["auto_failed_checks"],
     )
     return settings, mode

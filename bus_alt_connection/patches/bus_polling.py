@@ -5,7 +5,9 @@ whose registry is loaded in this process, through Odoo's own pooled route
 (``db_host``), and wakes the websockets subscribed to the channels of new
 rows exactly as core's loop does for a NOTIFY payload. The websockets then
 read their notifications themselves, as always. No connection bypasses
-``db_host``, and none is held between polls.
+``db_host``, and none is held between polls. Each database's poll runs in
+a thread of ``BoundedPolls``: one that does not answer in time does not
+hold up the others.
 """
 
 import json
@@ -19,6 +21,7 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
+from ..lib.bounded_polls import BoundedPolls
 from ..lib.listener.watch import ChannelProbe
 from ..lib.polling import BusTracker
 from ..lib.route.config import describe_endpoint, odoo_db_params
@@ -96,6 +99,7 @@ class DispatcherPoller:
         self.interval = interval_ms / 1000
         self.trackers = {}
         self._warned = set()
+        self.polls = BoundedPolls(self._poll_database)
 
     def run(self, on_polling):
         """Poll until Odoo stops or auto mode listens again; raises when a
@@ -114,53 +118,64 @@ class DispatcherPoller:
 
     def poll_round(self):
         """Poll the databases a websocket of this process is subscribed to;
-        returns how many.
+        returns how many polls started.
 
         An idle site costs no query. A database left out loses its tracker,
         so a new subscriber gets a fresh one, whose first poll wakes every
-        websocket of that database to read what it missed.
+        websocket of that database to read what it missed. A poll that
+        fails, once the others are delivered, raises (db_host down) unless
+        its database is gone.
         """
         watched = subscribed_databases(self.dispatcher._channels_to_ws)
-        registries = dict(
-            (name, registry)
+        names = [
+            name
             for name, registry in loaded_registries()
             if name in watched and _has_bus(registry)
-        )
-        for name in set(self.trackers) - set(registries):
+        ]
+        for name in set(self.trackers) - set(names):
             del self.trackers[name]  # unwatched, unloaded, or dropped
-        channels = []
-        for name in registries:
-            channels += self._poll_database(name)
-        if channels:
-            wake(subscribed_to(self.dispatcher, channels))
-        return len(registries)
+        for name in names:
+            if name not in self.trackers:
+                self.trackers[name] = BusTracker(name=name)
+        done = self.polls.round(names)
+        self._deliver(done.answered)
+        for name, error in done.failed.items():
+            if not self._forget_if_gone(name, error):
+                raise error
+        return done.started
 
     def _poll_database(self, name):
+        """In a poll thread: (channels, whether the tracker just started)."""
         tracker = self.trackers.get(name)
         if tracker is None:
-            tracker = self.trackers[name] = BusTracker(name=name)
+            return [], False  # dropped meanwhile; a new one starts afresh
         fresh = not tracker.started
-        try:
-            with sql_db.db_connect(name).cursor() as cr:
-                channels = tracker.poll(cr)
-        except psycopg2.Error as error:
-            if not self._forget_if_gone(name, error):
-                raise
-            return []
-        self._warned.discard(name)
-        if fresh and tracker.started:
-            # rows committed before the tracker started: the websockets of
-            # this database read what they missed when woken
-            wake(subscribed_in(self.dispatcher, name))
-        return channels
+        with sql_db.db_connect(name).cursor() as cr:
+            channels = tracker.poll(cr)
+        return channels, fresh and tracker.started
+
+    def _deliver(self, answered):
+        """Wake the websockets of what the polls that ended returned."""
+        channels = []
+        for name, (polled, started) in answered.items():
+            self._warned.discard(name)
+            channels += polled
+            if started:
+                # rows committed before the tracker started: the websockets
+                # of this database read what they missed when woken
+                wake(subscribed_in(self.dispatcher, name))
+        if channels:
+            wake(subscribed_to(self.dispatcher, channels))
 
     def _forget_if_gone(self, name, error):
         """A dropped database, or one without bus_bus: not a db_host failure."""
+        if not isinstance(error, psycopg2.Error):
+            return False
         message = str(error).lower()
         gone = any(words in message for words in _DATABASE_GONE)
         if not gone and not isinstance(error, psycopg2.errors.UndefinedTable):
             return False
-        del self.trackers[name]
+        self.trackers.pop(name, None)
         if name not in self._warned:
             self._warned.add(name)
             _logger.warning(

@@ -1,2 +1,2 @@
-from . import test_dispatcher_patch
-from . import test_cron_patch
+from . import test_bus_dispatcher
+from . import test_cron_runner

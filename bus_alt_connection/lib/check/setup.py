@@ -141,10 +141,11 @@ def check_bus(config, environ=None):
     report = Report()
     modules = server_wide_modules(config)
     report.server_wide = {"modules": modules, "loaded": ADDON in modules}
-    try:
-        settings = resolve_setting_values(config, environ)
-    except RouteConfigError as error:
-        return _verdict(report, MISCONFIGURED, str(error), "fix that value")
+    settings, refused = resolve_setting_values(config, environ)
+    if refused:
+        return _verdict(
+            report, MISCONFIGURED, "; ".join(map(str, refused)), "fix that value"
+        )
     mode = settings["mode"]
     report.mode = {"configured": mode.value, "source": mode.source}
     interval = settings["poll_interval"].value

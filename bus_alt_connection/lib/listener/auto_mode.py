@@ -1,8 +1,9 @@
 """Which way the bus learns about new notifications: listen, poll, auto.
 
 Plain Python. In ``imdispatcher_mode = auto`` the bus polls ``bus.bus``
-when its listener route cannot work (a bad value, a route that never
-connects while db_host answers, enough failed checks in a row), and, while
+when its listener route cannot work (a bad value; while db_host answers,
+``imdispatcher_auto_failed_checks`` failed connects or failed checks in a
+row, whether or not the route worked before), and, while
 it polls, tries the route again in the background until a NOTIFY sent
 through db_host reaches a LISTEN on it.
 """
@@ -12,12 +13,9 @@ import logging
 import threading
 
 from ..route.config import DIRECT_ROUTE_HINT
-from .retry import FAST_RETRIES
 
 _logger = logging.getLogger(__name__)
 
-#: failed connects of a route that never worked before polling
-AUTO_SWITCH_FAILURES = FAST_RETRIES
 #: how often a polling bus tries the listener route again
 LISTEN_RETRY_INTERVAL = 300.0
 LISTEN_BACK_HINT = f"for LISTEN, {DIRECT_ROUTE_HINT} (check with odoo-bin bus_check)"
@@ -34,6 +32,8 @@ class ModeState:
     reason: str = "configured"
     #: seconds between polls
     poll_interval: float = 0.25
+    #: auto mode: failed connects, or failed checks, in a row before polling
+    failed_checks: int = 3
 
 
 class ModeSwitch:

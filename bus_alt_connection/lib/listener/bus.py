@@ -13,12 +13,7 @@ import time
 
 from ..route.config import BUS_DATABASE, RouteConfigError
 from ..route.connection import diagnose_connection_error, first_line
-from .auto_mode import (
-    AUTO_SWITCH_FAILURES,
-    LISTEN_RETRY_INTERVAL,
-    ModeState,
-    ModeSwitch,
-)
+from .auto_mode import LISTEN_RETRY_INTERVAL, ModeState, ModeSwitch
 from .engine import ListenerEngine, ListenerTexts
 from .retry import MAX_RETRY_DELAY
 
@@ -185,18 +180,18 @@ class ListenerSupervisor:
             self._stop_event.wait(delay)
 
     def _auto_switch_after_failures(self, route):
-        """auto mode: a route that never connected, while db_host answers."""
-        state = self.engine.state
+        """auto mode: enough failed connects in a row, while db_host answers,
+        whether or not the route worked before (its host down for good, a
+        firewall or pg_hba change)."""
         if (
             self.mode.configured != "auto"
-            or state.connects
-            or self.engine.failures < AUTO_SWITCH_FAILURES
+            or self.engine.failed_connects < self.mode.failed_checks
             or not self._db_host_works()
         ):
             return False
         self.switch.to_polling(
-            f"the listener route failed {self.engine.failures} connect "
-            f"attempts in a row ({state.last_error})",
+            f"the listener route failed {self.engine.failed_connects} connect "
+            f"attempts in a row ({self.engine.state.last_error})",
             route,
         )
         return True

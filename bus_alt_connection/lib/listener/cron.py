@@ -33,6 +33,7 @@ from ..route.connection import (
     diagnose_connection_error,
     interrupt_connection,
     listener_params,
+    refuse_standby,
 )
 from .engine import ListenerEngine, ListenerTexts
 from .retry import MAX_RETRY_DELAY, retry_delay
@@ -198,6 +199,8 @@ class TriggerListener:
         )
         try:
             pg.autocommit = True
+            # on a standby core would skip its LISTEN for good: retry instead
+            refuse_standby(pg)
             with pg.cursor() as cr:
                 for statement in self._listens:
                     cr.execute(statement)

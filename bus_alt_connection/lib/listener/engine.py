@@ -77,7 +77,10 @@ class ListenerEngine:
         self.state = ListenerState()
         #: the ListenerWatch told about each connect and loss, if any
         self.watch = None
+        #: attempts that failed in a row, a lost connection included
         self.failures = 0
+        #: connects that failed in a row since the last connect or loss
+        self.failed_connects = 0
         self._last_logged_reason = None
         self._traceback_logged = set()
 
@@ -104,7 +107,7 @@ class ListenerEngine:
         state.connected_since = now
         state.down_since = None
         state.connects += 1
-        self.failures = 0
+        self.failures = self.failed_connects = 0
         self._last_logged_reason = None
         watch = self.watch  # read once: auto mode may drop it meanwhile
         if watch is not None:
@@ -141,6 +144,7 @@ class ListenerEngine:
             state.down_since = self._clock()
         state.failed_attempts += 1
         self.failures += 1
+        self.failed_connects = 0 if was_up else self.failed_connects + 1
         reason = reason or self._diagnose(error)
         state.last_error = reason
         delay = retry_delay(self.failures, self._rng, cap=self._max_delay)

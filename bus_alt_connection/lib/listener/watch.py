@@ -34,6 +34,8 @@ _logger = logging.getLogger(__name__)
 SELF_CHECK_TIMEOUT = 5.0
 HEARTBEAT_INTERVAL = 30.0
 SEND_RETRY_DELAY = 1.0
+#: a check later than due by this many seconds means the watch is stuck
+OVERDUE_AFTER = 30.0
 PROBE_CHANNEL_PREFIX = "bus_alt_connection_watch"
 TOKEN_PREFIX = "bus_alt_connection-selfcheck-"
 
@@ -263,11 +265,28 @@ class ListenerWatch:
         self._connection = None
         self._hearing = None  # None: not checked since connect
         self._stopped = False
+        self._thread = None
+        #: when the next check is due, on ``clock``; None: none is due
+        self._next_due = None
+        self._errors_logged = set()
         self.record = CheckRecord()
 
     def start(self, name):
-        threading.Thread(target=self.run, name=name, daemon=True).start()
+        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self._thread.start()
         return self
+
+    def stalled(self, now):
+        """Why the watch no longer checks (its thread ended, or a check is
+        overdue), or None while it does its job."""
+        if self._stopped or self._connection is None or self._next_due is None:
+            return None
+        if self._thread is not None and not self._thread.is_alive():
+            return "the watch's thread has ended"
+        late = now - self._next_due
+        if late > OVERDUE_AFTER:
+            return f"a check is overdue by {late:.0f} s"
+        return None
 
     def stop(self):
         """The listener is gone: end the watch's thread."""
@@ -280,6 +299,7 @@ class ListenerWatch:
     def listener_connected(self, connection):
         self._connection = connection
         self._hearing = None
+        self._next_due = self._clock() + self._timeout
         self._connected.set()
 
     def listener_lost(self):
@@ -299,7 +319,13 @@ class ListenerWatch:
                 self._connected.clear()
             if self._connection is None:
                 continue
-            result = self.check_once(after_connect=fresh)
+            try:
+                result = self.check_once(after_connect=fresh)
+            except Exception as error:
+                # one check's bug must not end the thread that guards the listener
+                self._report_unexpected(error)
+                self._stop_event.wait(self._timeout)
+                continue
             if result is None and fresh:
                 # db_host could not take the NOTIFY (PgBouncer restarting,
                 # a failover): the self-check is owed, try again shortly
@@ -327,7 +353,27 @@ class ListenerWatch:
                 self._interrupt_listener(connection)
         self._hearing = heard
         self.record.add(result, sent_at)
+        self._next_due = self._due_after(result)
         return result
+
+    def _due_after(self, result):
+        if not result.ok and self.judge.on_deaf is not None:
+            return result.at + 2 * self._timeout  # confirming a failed check
+        if self._interval is None:
+            return None
+        return result.at + self._interval + self._timeout
+
+    def _report_unexpected(self, error):
+        kind = type(error)
+        if kind in self._errors_logged:
+            return
+        self._errors_logged.add(kind)
+        _logger.error(
+            "bus_alt_connection: %s watch: a check failed unexpectedly; the "
+            "watch goes on (traceback shown once per error type)",
+            self.judge.subject,
+            exc_info=error,
+        )
 
 
 def deafness_explanation(route_facts, odoo_facts):

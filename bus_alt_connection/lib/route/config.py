@@ -7,7 +7,9 @@ like ``odoo.tools.config`` and an environment mapping.
 
 import dataclasses
 import logging
+import math
 import os
+import re
 
 _logger = logging.getLogger(__name__)
 
@@ -74,11 +76,40 @@ def _parse_text(name, text, source):
     return text
 
 
+def _refuse(name, text, source, problem, hint=None):
+    return RouteConfigError(
+        name, text, source, problem, hint or f"set {name} to e.g. {_example(name)}"
+    )
+
+
+def _example(name):
+    default = SETTING_DEFAULTS.get(name)
+    return f"{default:g}" if isinstance(default, float) else default
+
+
+def _parse_hosts(name, text, source):
+    """Host names, each trimmed: libpq would try ``" pg2"`` as a name."""
+    hosts = [part.strip() for part in str(text).split(",")]
+    if len(hosts) > 1 and not all(hosts):
+        raise _refuse(
+            name,
+            text,
+            source,
+            "has an empty item in its list",
+            f"set {name} to host names separated by commas, e.g. pg1,pg2",
+        )
+    return ",".join(hosts)
+
+
+_ASCII_WHOLE = re.compile(r"[0-9]+")
+_ASCII_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
 def _parse_ports(name, text, source):
     ports = [part.strip() for part in str(text).split(",")]
     for port in ports:
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise RouteConfigError(
+        if not _ASCII_WHOLE.fullmatch(port) or not 0 < int(port) < 65536:
+            raise _refuse(
                 name,
                 text,
                 source,
@@ -93,7 +124,7 @@ def _parse_choice(choices, example):
     def parse(name, text, source):
         value = str(text).strip()
         if value not in choices:
-            raise RouteConfigError(
+            raise _refuse(
                 name,
                 text,
                 source,
@@ -105,30 +136,59 @@ def _parse_choice(choices, example):
     return parse
 
 
-def _parse_seconds(name, text, source):
-    try:
-        seconds = float(text)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if seconds < 0:
-        raise RouteConfigError(
-            name, text, source, "is not a number of seconds", f"set {name} to e.g. 30"
-        )
-    return seconds
+def _number(text, pattern):
+    """A finite number written with ASCII digits (``pattern``), or None."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        value = float(text)
+    elif pattern.fullmatch(str(text).strip()):
+        value = float(str(text).strip())
+    else:
+        return None
+    return value if math.isfinite(value) else None
 
 
-def _parse_positive_seconds(name, text, source):
-    """Seconds that must pass: 0 would spin (a retry cap) or never hear."""
-    seconds = _parse_seconds(name, text, source)
-    if seconds <= 0:
-        raise RouteConfigError(
-            name,
-            text,
-            source,
-            "must be more than 0 seconds",
-            f"set {name} to e.g. {SETTING_DEFAULTS[name]:g}",
-        )
-    return seconds
+def _seconds(low, high, off=False):
+    """A parser of seconds from ``low`` to ``high``; 0 too when ``off``."""
+
+    def parse(name, text, source):
+        seconds = _number(text, _ASCII_DECIMAL)
+        if seconds is None:
+            raise _refuse(name, text, source, "is not a number of seconds")
+        if off and seconds == 0:
+            return 0.0
+        if seconds == 0:
+            raise _refuse(name, text, source, "must be more than 0 seconds")
+        if not low <= seconds <= high:
+            raise _refuse(
+                name,
+                text,
+                source,
+                f"is outside {low:g} to {high:g} seconds"
+                + (" (0 switches it off)" if off else ""),
+            )
+        return seconds
+
+    return parse
+
+
+def _whole(what, low, high):
+    """A parser of whole numbers from ``low`` to ``high``."""
+
+    def parse(name, text, source):
+        number = _number(text, _ASCII_WHOLE)
+        if number is None or number != int(number) or number <= 0:
+            raise _refuse(name, text, source, f"is not a positive whole {what}")
+        if not low <= number <= high:
+            raise _refuse(name, text, source, f"is outside {low} to {high}")
+        return int(number)
+
+    return parse
+
+
+_parse_milliseconds = _whole("number of milliseconds", 10, 60_000)
+_parse_count = _whole("number", 1, 100)
 
 
 def _parse_switch(name, text, source):
@@ -139,34 +199,9 @@ def _parse_switch(name, text, source):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise RouteConfigError(
+    raise _refuse(
         name, text, source, "is not a boolean", f"set {name} to True or False"
     )
-
-
-def _positive_whole(what):
-    """A parser of whole numbers above 0; ``what`` names them in the error."""
-
-    def parse(name, text, source):
-        try:
-            number = int(str(text).strip())
-        except (TypeError, ValueError):
-            number = 0
-        if number <= 0:
-            raise RouteConfigError(
-                name,
-                text,
-                source,
-                f"is not a positive whole {what}",
-                f"set {name} to e.g. {SETTING_DEFAULTS[name]}",
-            )
-        return number
-
-    return parse
-
-
-_parse_milliseconds = _positive_whole("number of milliseconds")
-_parse_count = _positive_whole("number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +230,7 @@ class RouteOption:
 
 
 ROUTE_OPTIONS = (
-    RouteOption("host", fallback="db_host"),
+    RouteOption("host", fallback="db_host", parse=_parse_hosts),
     RouteOption("port", fallback="db_port", parse=_parse_ports),
     RouteOption("user", fallback="db_user"),
     RouteOption("password", fallback="db_password", secret=True),
@@ -221,12 +256,12 @@ MODES = ("listen", "poll", "auto")
 SETTING_OPTIONS = (
     RouteOption("mode", default="listen", parse=_parse_choice(MODES, "auto"), group=""),
     RouteOption("poll_interval", default=250, parse=_parse_milliseconds, group=""),
-    RouteOption("heartbeat_interval", default=30.0, parse=_parse_seconds, group=""),
     RouteOption(
-        "selfcheck_timeout", default=5.0, parse=_parse_positive_seconds, group=""
+        "heartbeat_interval", default=30.0, parse=_seconds(1, 86400, off=True), group=""
     ),
+    RouteOption("selfcheck_timeout", default=5.0, parse=_seconds(0.1, 600), group=""),
     RouteOption(
-        "reconnect_max_delay", default=30.0, parse=_parse_positive_seconds, group=""
+        "reconnect_max_delay", default=30.0, parse=_seconds(0.1, 3600), group=""
     ),
     #: auto mode: failed checks in a row before polling
     RouteOption("auto_failed_checks", default=3, parse=_parse_count, group=""),
@@ -234,7 +269,7 @@ SETTING_OPTIONS = (
     RouteOption(
         "listen_retry_interval",
         default=300.0,
-        parse=_parse_positive_seconds,
+        parse=_seconds(1, 86400),
         group="",
     ),
 )
@@ -379,13 +414,22 @@ def resolve_route(config, environ=None):
 
 def resolve_setting_values(config, environ=None):
     """Mode, poll interval (ms), and heartbeat interval, self-check timeout
-    and reconnect cap (seconds): {name: RouteValue}, with where each value
-    came from.
+    and reconnect cap (seconds), with where each value came from.
 
-    :raises RouteConfigError: on a value that cannot work
+    A value that cannot work falls back alone to its default; the others
+    stand. Returns ({name: RouteValue}, [RouteConfigError of each refusal]).
     """
     environ = os.environ if environ is None else environ
-    return _resolve(SETTING_OPTIONS, config, environ)
+    values, refused = {}, []
+    for option in SETTING_OPTIONS:
+        try:
+            values.update(_resolve((option,), config, environ))
+        except RouteConfigError as error:
+            refused.append(error)
+            values[option.name] = RouteValue(
+                option.default, f"default ({option.option} refused)"
+            )
+    return values, refused
 
 
 def _resolve(options, config, environ):

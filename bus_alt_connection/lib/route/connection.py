@@ -68,7 +68,7 @@ def interrupt_connection(connection):
     """
     try:
         sock = socket.socket(fileno=os.dup(connection.fileno()))
-    except (OSError, ValueError):
+    except Exception:  # psycopg2.InterfaceError, OSError, ValueError
         return  # already closed
     with contextlib.closing(sock), contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)

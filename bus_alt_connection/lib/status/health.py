@@ -52,8 +52,9 @@ def health_report(supervisor, last_received_at=None, now=None):
     ``last_received_at``: when the listener last received a notification
     (any: the site's traffic, or the watch's own), on the monotonic clock.
 
-    Healthy, in listen mode: connected, and its last self-check or
-    heartbeat (if any since the connect) heard what Odoo sent; in poll
+    Healthy, in listen mode: connected, its last self-check or heartbeat
+    (if any since the connect) heard what Odoo sent, and the watch still
+    checks when due; in poll
     mode: the last poll of every loaded database succeeded recently.
     """
     now = time.monotonic() if now is None else now
@@ -61,12 +62,13 @@ def health_report(supervisor, last_received_at=None, now=None):
     mode = supervisor.mode
     watch = supervisor.watch
     last = watch.record.last_result if watch is not None else None
+    stalled = watch.stalled(now) if watch is not None else None
     if mode.active == "poll":
         healthy = state.connected and _recent(
             state.last_poll_at, now, mode.poll_interval
         )
     else:
-        healthy = state.connected and (last is None or last.ok)
+        healthy = state.connected and (last is None or last.ok) and not stalled
     route = supervisor.configured_route()
     details = {
         "state": _state(state.connected, mode.active),
@@ -87,6 +89,7 @@ def health_report(supervisor, last_received_at=None, now=None):
         "last_check": None
         if last is None
         else {"kind": last.kind, "ok": last.ok, "age_s": _age(last.at, now)},
+        "watch_stalled": stalled,
         "route": route.public_dict() if route is not None else None,
     }
     return healthy, details

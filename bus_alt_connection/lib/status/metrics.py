@@ -39,11 +39,58 @@ def parse_allow(text):
 
 
 def address_allowed(address, networks):
+    """``address`` is in ``networks``; an IPv4-mapped IPv6 address (a
+    dual-stack bind's ``::ffff:10.1.2.3``) in its IPv4 network too."""
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
         return False
-    return any(ip in network for network in networks)
+    candidates = [ip]
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        candidates.append(ip.ipv4_mapped)
+    return any(one in network for one in candidates for network in networks)
+
+
+#: WSGI keys of the headers a proxy adds: a request with any of them came
+#: through one, besides every ``HTTP_X_FORWARDED_*``.
+FORWARDING_HEADERS = ("HTTP_FORWARDED", "HTTP_X_REAL_IP")
+#: What werkzeug's ProxyFix replaced. Odoo applies ProxyFix (``x_for=1``)
+#: with ``proxy_mode`` on, and only to requests with X-Forwarded-Host (16.0
+#: to 19.0); it puts the last X-Forwarded-For address in REMOTE_ADDR.
+PROXY_FIX_ORIGINAL = "werkzeug.proxy_fix.orig"
+
+
+def came_through_a_proxy(environ):
+    return any(
+        key in FORWARDING_HEADERS or key.startswith("HTTP_X_FORWARDED_")
+        for key in environ
+    )
+
+
+def odoo_resolved_client(environ):
+    """Odoo's ProxyFix replaced REMOTE_ADDR with the client X-Forwarded-For
+    names. A client at the proxy's own address cannot be told from the
+    proxy: not resolved."""
+    original = environ.get(PROXY_FIX_ORIGINAL)
+    if not isinstance(original, dict) or "HTTP_X_FORWARDED_FOR" not in environ:
+        return False
+    return environ.get("REMOTE_ADDR") not in (None, original.get("REMOTE_ADDR"))
+
+
+def address_to_judge(environ):
+    """The address the allow list judges, or None: administrators only.
+
+    A direct request is judged by its peer. Through a proxy, the peer is the
+    proxy, which speaks for everyone behind it: the request is judged by the
+    client Odoo resolved (``proxy_mode``), or not at all. The headers are
+    never read for an address: anyone can send them.
+
+    :param environ: the request's WSGI environ, after Odoo's ProxyFix
+    """
+    address = environ.get("REMOTE_ADDR")
+    if not came_through_a_proxy(environ) or odoo_resolved_client(environ):
+        return address
+    return None
 
 
 class Exposition:

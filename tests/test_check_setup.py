@@ -11,6 +11,7 @@ import pytest
 
 from bus_alt_connection.lib.check import setup as setup_check
 from bus_alt_connection.lib.check.command import main
+from bus_alt_connection.lib.check.probe import route_facts
 from bus_alt_connection.lib.check.report import (
     MISCONFIGURED,
     OK,
@@ -38,6 +39,28 @@ def site_config(sandbox, **options):
     return {key: value for key, value in config.items() if value is not None}
 
 
+def plain_role_route(sandbox, plain_role, **options):
+    name, password = plain_role
+    return site_config(
+        sandbox, imdispatcher_db_user=name, imdispatcher_db_password=password, **options
+    )
+
+
+@contextlib.contextmanager
+def cluster_id_hidden(sandbox):
+    """pg_control_system() revoked from PUBLIC meanwhile, as managed
+    services do: only superusers may read the cluster's system identifier."""
+    sandbox.postgres.execute(
+        "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC"
+    )
+    try:
+        yield
+    finally:
+        sandbox.postgres.execute(
+            "GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC"
+        )
+
+
 def closed_port():
     with contextlib.closing(socket.socket()) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -52,6 +75,42 @@ def test_good_setup(sandbox):
     assert report.round_trip["ms"] is not None
     assert report.round_trip["standby"] is False
     assert report.route["port"]["source"] == "config imdispatcher_db_port"
+
+
+def test_good_setup_with_a_listener_role_that_is_not_a_superuser(sandbox, plain_role):
+    report = check_setup(plain_role_route(sandbox, plain_role), environ={})
+    assert report.exit_code == OK, report.verdict
+    assert report.round_trip["received"] is True
+    assert report.route["user"]["source"] == "config imdispatcher_db_user"
+    names = {f["name"] for f in report.findings}
+    # the further checks ran with that role's rights, and found nothing
+    assert {"tcp_keepalives", "max_connections"} <= names, report.findings
+    assert "hazards" not in names, report.findings
+    assert all(f["exit_code"] == OK for f in report.findings)
+
+
+def test_a_role_that_may_not_read_the_cluster_id_is_still_told_why(sandbox, plain_role):
+    """The route through the pooler, with a plain role that cannot read
+    pg_control_system(): the comparison falls back to the database alone,
+    and the verdict still names the pooler, without a traceback."""
+    name, password = plain_role
+    params = {
+        "host": "127.0.0.1",
+        "port": sandbox.pgbouncer.port,
+        "user": name,
+        "password": password,
+        "dbname": "postgres",
+    }
+    config = plain_role_route(
+        sandbox, plain_role, imdispatcher_db_port=str(sandbox.pgbouncer.port)
+    )
+    with cluster_id_hidden(sandbox):
+        facts = route_facts(params)
+        report = check_setup(config, environ={})
+    assert facts == {"database": "postgres", "system_identifier": None}
+    assert report.exit_code == MISCONFIGURED
+    assert "hears nothing" in report.verdict
+    assert "transaction-mode pooler" in report.advice
 
 
 def test_a_route_lost_while_comparing_is_unreachable_not_a_traceback(
@@ -197,7 +256,7 @@ def test_command_line_without_odoo(sandbox, tmp_path, capsys):
 @pytest.fixture
 def bus_database(sandbox):
     """A database with an Odoo-shaped bus_bus, reached through PgBouncer."""
-    from .test_bus_poller import BUS_TABLE
+    from .test_polling import BUS_TABLE
 
     name = "check_poll_db"
     sandbox.postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

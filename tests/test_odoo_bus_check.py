@@ -9,7 +9,7 @@ import pytest
 from tools.odoo_harness import OdooServer
 
 from .conftest import safe_name
-from .test_setup_check import closed_port
+from .test_check_setup import closed_port
 
 
 @pytest.fixture
@@ -43,6 +43,7 @@ def run_check(sandbox, odoo_tree, odoo_database, odoo_workdir, request):
     return run
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize(
     "route, expected",
     [("direct", 0), ("pooler", 1), ("closed", 2)],

@@ -112,8 +112,16 @@ def test_empty_environment_value_is_ignored():
 
 
 def resolve_settings(config, environ):
-    values = resolve_setting_values(config, environ)
+    values, refused = resolve_setting_values(config, environ)
+    assert refused == []
     return {name: route_value.value for name, route_value in values.items()}
+
+
+def refusals(config, environ=None):
+    """({name: value}, [message of each refused value])."""
+    values, refused = resolve_setting_values(config, environ or {})
+    settings = {name: route_value.value for name, route_value in values.items()}
+    return settings, [str(error) for error in refused]
 
 
 def test_heartbeat_zero_means_off():
@@ -256,7 +264,7 @@ def test_mode_and_poll_interval_defaults():
 
 
 def test_mode_and_poll_interval_from_config_and_environment():
-    values = resolve_setting_values(
+    values, _refused = resolve_setting_values(
         {"imdispatcher_mode": "poll", "imdispatcher_poll_interval": "100"},
         environ={"ODOO_IMDISPATCHER_MODE": "auto"},
     )
@@ -283,9 +291,126 @@ def test_mode_and_poll_interval_from_config_and_environment():
     ],
 )
 def test_bad_mode_or_interval_names_the_option(option, value, expected_words):
-    with pytest.raises(RouteConfigError) as raised:
-        resolve_settings({option: value}, environ={})
-    message = str(raised.value)
+    settings, refused = refusals({option: value})
+    assert len(refused) == 1
+    message = refused[0]
     assert message.startswith(f"{option} = {value!r} (config {option})")
     assert expected_words in message
     assert f"set {option} to" in message
+    name = option.removeprefix("imdispatcher_")
+    assert settings[name] == resolve_settings({}, {})[name], "the default"
+
+
+def test_one_bad_setting_falls_back_alone():
+    """A typo in one option must not reset imdispatcher_mode = poll."""
+    values, refused = resolve_setting_values(
+        {
+            "imdispatcher_mode": "poll",
+            "imdispatcher_poll_interval": "100",
+            "imdispatcher_reconnect_max_delay": "3O",
+        },
+        environ={},
+    )
+    assert [error.option for error in refused] == ["imdispatcher_reconnect_max_delay"]
+    assert (values["mode"].value, values["poll_interval"].value) == ("poll", 100)
+    assert values["reconnect_max_delay"].value == 30.0
+    assert values["reconnect_max_delay"].source == (
+        "default (imdispatcher_reconnect_max_delay refused)"
+    )
+
+
+def test_every_bad_setting_is_refused_on_its_own():
+    settings, refused = refusals(
+        {
+            "imdispatcher_heartbeat_interval": "nan",
+            "imdispatcher_selfcheck_timeout": "inf",
+            "imdispatcher_mode": "auto",
+        }
+    )
+    assert len(refused) == 2
+    assert settings["mode"] == "auto"
+    assert (settings["heartbeat_interval"], settings["selfcheck_timeout"]) == (
+        30.0,
+        5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("imdispatcher_heartbeat_interval", "nan"),
+        ("imdispatcher_heartbeat_interval", "NaN"),
+        ("imdispatcher_heartbeat_interval", "inf"),
+        ("imdispatcher_heartbeat_interval", "0.001"),
+        ("imdispatcher_selfcheck_timeout", "nan"),
+        ("imdispatcher_selfcheck_timeout", "-inf"),
+        ("imdispatcher_selfcheck_timeout", "1e400"),
+        ("imdispatcher_reconnect_max_delay", "infinity"),
+        ("imdispatcher_reconnect_max_delay", "1e9"),
+        ("imdispatcher_listen_retry_interval", "inf"),
+        ("imdispatcher_listen_retry_interval", "\uff13\uff10"),  # full-width 30
+        ("imdispatcher_heartbeat_interval", "1_0"),
+        ("imdispatcher_poll_interval", "\uff11\uff10\uff10"),  # full-width 100
+        ("imdispatcher_poll_interval", "\u00b2"),  # superscript two
+        ("imdispatcher_poll_interval", "1e3"),
+        ("imdispatcher_poll_interval", "5"),
+        ("imdispatcher_poll_interval", "99999999"),
+        ("imdispatcher_auto_failed_checks", "nan"),
+        ("imdispatcher_auto_failed_checks", "\u0663"),  # Arabic-Indic three
+        ("imdispatcher_auto_failed_checks", "1000000"),
+    ],
+)
+def test_numbers_must_be_finite_ascii_and_in_range(option, value):
+    settings, refused = refusals({option: value})
+    assert len(refused) == 1, refused
+    assert refused[0].startswith(f"{option} = {value!r}")
+    name = option.removeprefix("imdispatcher_")
+    assert settings[name] == resolve_settings({}, {})[name]
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("imdispatcher_heartbeat_interval", " 12.5 ", 12.5),
+        ("imdispatcher_heartbeat_interval", "0", 0.0),
+        ("imdispatcher_selfcheck_timeout", "0.5", 0.5),
+        ("imdispatcher_reconnect_max_delay", 10, 10.0),
+        ("imdispatcher_poll_interval", " 100 ", 100),
+        ("imdispatcher_auto_failed_checks", "5", 5),
+    ],
+)
+def test_sane_numbers_are_taken(option, value, expected):
+    assert (
+        resolve_settings({option: value}, {})[option.removeprefix("imdispatcher_")]
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    "port", ["\u00b2", "\uff15\uff14\uff13\uff12", "5432,\u0665", "+5432"]
+)
+def test_port_takes_ascii_digits_only(port):
+    """``str.isdigit`` says yes to these; libpq and int() do not."""
+    with pytest.raises(RouteConfigError) as raised:
+        resolve_route(config(imdispatcher_db_port=port), environ={})
+    assert str(raised.value).startswith(f"imdispatcher_db_port = {port!r}")
+    assert "not a TCP port number" in str(raised.value)
+
+
+def test_host_list_items_are_trimmed():
+    route = resolve_route(
+        config(imdispatcher_db_host="pg1, pg2 ", imdispatcher_db_port="5432, 5433"),
+        environ={},
+    )
+    assert route.libpq_params()["host"] == "pg1,pg2"
+    assert route.libpq_params()["port"] == "5432,5433"
+
+
+def test_host_list_with_an_empty_item_is_refused():
+    with pytest.raises(RouteConfigError, match="imdispatcher_db_host = 'pg1,,pg2'"):
+        resolve_route(config(imdispatcher_db_host="pg1,,pg2"), environ={})
+
+
+def test_cron_host_list_items_are_trimmed():
+    route = resolve_cron_route(config(cron_db_host=" pg1 ,pg2"), environ={})
+    assert route.host == "pg1,pg2"

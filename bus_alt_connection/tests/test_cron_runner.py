@@ -11,7 +11,7 @@ class TestCronPatch(TransactionCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        # see test_dispatcher_patch: install() is idempotent
+        # see test_bus_dispatcher: install() is idempotent
         settings, mode = bus_dispatcher.settings_or_defaults()
         bus_dispatcher.install(settings, mode)
         cron_runner.install(settings, mode)

@@ -6,18 +6,25 @@ does on a real failure (they raise psycopg2's own exception types).
 
 import logging
 import threading
+import types
 
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener.auto_mode import AUTO_SWITCH_FAILURES, ModeState
+from bus_alt_connection.lib.listener import auto_mode as auto_mode_module
+from bus_alt_connection.lib.listener.auto_mode import ModeState
 from bus_alt_connection.lib.listener.bus import IDLE_WAIT, ListenerSupervisor
 from bus_alt_connection.lib.listener.engine import ListenerEngine
 from bus_alt_connection.lib.listener.retry import FAST_RETRIES, retry_delay
+from bus_alt_connection.lib.listener.watch import ListenerWatch
 from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
 from bus_alt_connection.lib.status.health import health_report, idle_report, public_body
 
+from .test_listener_watch import InstantProbe
+
 LOGGER = "bus_alt_connection"
+#: what an event may take on a loaded machine; a pass never waits that long
+LOADED_MACHINE_WAIT = 60
 SECRET = "never-log-me"
 
 
@@ -244,15 +251,27 @@ def test_route_is_resolved_once():
     assert calls == [1]
 
 
-def test_route_config_error_is_a_value_error():
-    assert issubclass(RouteConfigError, ValueError)
+def test_a_bad_route_value_raises_a_value_error_naming_the_option():
+    """Code that guards a conversion with ``except ValueError`` (Odoo's, an
+    operator's script) catches a bad route value, and is told which option
+    holds what."""
+    with pytest.raises(ValueError) as raised:
+        resolve_route({"imdispatcher_db_port": "abc"}, environ={})
+    assert isinstance(raised.value, RouteConfigError)
+    assert "imdispatcher_db_port = 'abc'" in str(raised.value)
 
 
 # --- imdispatcher_mode auto and poll ---------------------------------------
 
 
-def auto_mode():
-    return ModeState(configured="auto", configured_source="config imdispatcher_mode")
+def auto_mode(**kwargs):
+    return ModeState(
+        configured="auto", configured_source="config imdispatcher_mode", **kwargs
+    )
+
+
+#: imdispatcher_auto_failed_checks by default
+AUTO_SWITCH_FAILURES = ModeState().failed_checks
 
 
 def test_auto_mode_polls_after_a_route_that_never_connects(caplog):
@@ -279,11 +298,38 @@ def test_auto_mode_keeps_listening_while_db_host_is_down_too():
     assert supervisor.mode.active == "listen"
 
 
-def test_auto_mode_keeps_listening_after_a_route_that_worked():
-    supervisor, stop, _clock = make_supervisor(mode=auto_mode())
+def test_auto_mode_polls_when_a_route_that_worked_is_lost(caplog):
+    """The route's host goes down for good while db_host answers."""
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
     supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
-    for _attempt in range(AUTO_SWITCH_FAILURES + 3):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _attempt in range(AUTO_SWITCH_FAILURES):
+            assert supervisor.mode.active == "listen"
+            supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "poll"
+    switches = [r for r in caplog.records if "now polls" in r.getMessage()]
+    assert len(switches) == 1
+    assert f"failed {AUTO_SWITCH_FAILURES} connect attempts in a row" in (
+        switches[0].getMessage()
+    )
+
+
+def test_auto_mode_counts_failed_connects_as_configured():
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode(failed_checks=5))
+    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    for _attempt in range(4):
         supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "listen"
+    supervisor.run_attempt(refused, catch_up=lambda: None)
+    assert supervisor.mode.active == "poll"
+
+
+def test_auto_mode_counts_only_failures_in_a_row():
+    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
+    for _round in range(3):
+        for _attempt in range(AUTO_SWITCH_FAILURES - 1):
+            supervisor.run_attempt(refused, catch_up=lambda: None)
+        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
     assert supervisor.mode.active == "listen"
 
 
@@ -357,6 +403,38 @@ def test_poll_mode_health_follows_the_last_poll():
     assert details["last_poll_age_s"] == 60
 
 
+def test_health_fails_once_the_watch_stops_checking():
+    """A watch that stopped (a dead thread, a hung check) must not leave
+    health saying pass for good."""
+    supervisor, stop, clock = make_supervisor()
+    supervisor.watch = ListenerWatch(
+        "bus listener",
+        a_route(),
+        new_probe=InstantProbe,
+        send_notify=lambda payload: None,
+        explain_deafness=lambda: "deaf",
+        interrupt_listener=lambda connection: None,
+        stop_event=stop,
+        interval=30.0,
+        timeout=5.0,
+        clock=clock,
+    )
+
+    def listens(route, on_listening):
+        on_listening(object())
+        stop.set()
+
+    supervisor.run_attempt(listens, catch_up=lambda: None)
+    assert supervisor.watch.check_once(after_connect=True).ok
+    healthy, details = health_report(supervisor, now=clock.now + 40)
+    assert healthy, details
+    assert details["watch_stalled"] is None
+    healthy, details = health_report(supervisor, now=clock.now + 300)
+    assert not healthy
+    assert details["watch_stalled"] == "a check is overdue by 265 s"
+    assert details["last_check"]["ok"] is True
+
+
 def test_idle_dispatcher_is_healthy_unless_its_route_cannot_work():
     healthy, details = idle_report(make_supervisor()[0])
     assert healthy
@@ -405,16 +483,28 @@ class VanishingWatch:
         self.calls.append("lost")
 
 
-@pytest.mark.parametrize("core_loop", [refused, lost_after_listening])
-def test_the_watch_is_read_once_per_use(monkeypatch, core_loop):
+@pytest.mark.parametrize(
+    ("core_loop", "uses", "told"),
+    [
+        # one use: the failure; the watch is there at its only read
+        (refused, 1, ["lost"]),
+        # two uses: the connect (there) then the loss (gone by then)
+        (lost_after_listening, 2, ["connected"]),
+    ],
+    ids=["refused", "lost_after_listening"],
+)
+def test_the_watch_is_read_once_per_use(monkeypatch, core_loop, uses, told):
     watch = VanishingWatch()
     monkeypatch.setattr(ListenerEngine, "watch", watch, raising=False)
     supervisor, _stop, _clock = make_supervisor()
     supervisor.run_attempt(core_loop, lambda: None)
-    assert watch.calls in (["lost"], ["connected"])
+    assert watch.reads == uses
+    assert watch.calls == told
 
 
-def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplog):
+def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(
+    caplog, retry_threads
+):
     tries = []
 
     def listen_works(route):
@@ -433,11 +523,9 @@ def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplo
     with caplog.at_level(logging.INFO, logger=LOGGER):
         supervisor.switch.to_polling("three checks failed", supervisor.route())
         assert supervisor.mode.active == "poll"
-        deadline = threading.Event()
-        for _ in range(100):
-            if supervisor.mode.active == "listen":
-                break
-            deadline.wait(0.05)
+        [retry_thread] = retry_threads
+        retry_thread.join(LOADED_MACHINE_WAIT)
+        assert not retry_thread.is_alive(), "the retries never heard the route"
     stop.set()
     assert supervisor.mode.active == "listen"
     assert tries == ["pg-direct"] * 3
@@ -448,22 +536,47 @@ def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(caplo
     assert "hears what Odoo sends again (try 3)" in lines[1][1]
 
 
-def test_polling_stops_trying_once_odoo_stops():
+def test_polling_stops_trying_once_odoo_stops(retry_threads):
     tries = []
+    tried_twice = threading.Event()
+
+    def deaf(route):
+        tries.append(1)
+        if len(tries) >= 2:
+            tried_twice.set()
+        return False, "deaf"
+
     stop = threading.Event()
     supervisor = ListenerSupervisor(
         a_route,
         stop,
         mode=auto_mode(),
-        listen_works=lambda route: tries.append(1) or (False, "deaf"),
+        listen_works=deaf,
         retry_interval=0.05,
     )
     supervisor.route()
     supervisor.switch.to_polling("deaf", supervisor.route())
-    threading.Event().wait(0.3)
+    [retry_thread] = retry_threads
+    # it keeps trying while Odoo runs...
+    assert tried_twice.wait(LOADED_MACHINE_WAIT)
     stop.set()
-    threading.Event().wait(0.2)
-    counted = len(tries)
-    threading.Event().wait(0.3)
-    assert 1 <= counted == len(tries)
+    # ...and its thread ends once Odoo stops: nothing can try again
+    retry_thread.join(LOADED_MACHINE_WAIT)
+    assert not retry_thread.is_alive(), "the retries go on after Odoo stopped"
     assert supervisor.mode.active == "poll"
+
+
+@pytest.fixture
+def retry_threads(monkeypatch):
+    """The threads that switches to polling start to try the route again."""
+    started = []
+
+    class RecordedThread(threading.Thread):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(
+        auto_mode_module, "threading", types.SimpleNamespace(Thread=RecordedThread)
+    )
+    return started

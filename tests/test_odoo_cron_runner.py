@@ -26,7 +26,7 @@ from tools.cron_probe import (
 from tools.notify_flood import flood
 from tools.odoo_harness import BusClient, OdooServer
 
-from .test_cron_trigger_listener import wait_until
+from .test_listener_cron import wait_until
 
 #: Far below core's polling round (60 s), far above a LISTEN wake-up.
 PROMPT = 20
@@ -89,6 +89,7 @@ def trigger_and_wait(sandbox, server, cron_id, timeout):
     return ran_at - triggered_at, client_port
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_triggered_job_starts_at_once(sandbox, odoo_server, probe_cron, workers):
     server = cron_server(sandbox, odoo_server, workers=workers)
@@ -116,6 +117,34 @@ def test_only_the_trigger_listener_bypasses_pgbouncer(sandbox, odoo_server, prob
     # the bus listener starts with the first websocket; none connected here
     assert len(rows) > len(direct) == 1, rows
     assert direct[0].startswith("odoo-cron-listener-")
+
+
+@pytest.mark.parametrize("spelling", ["config", "env"])
+def test_a_cron_route_of_its_own(sandbox, odoo_server, probe_cron, spelling):
+    """cron_db_* (or ODOO_CRON_DB_*) send the cron runners' LISTEN another
+    way than the bus's. The bus route leads to the transaction-mode
+    PgBouncer, where a LISTEN hears nothing, and so does the config's
+    cron_db_port when the environment overrides it: a prompt start came
+    through the cron route to PostgreSQL."""
+    direct, deaf = str(sandbox.postgres.port), str(sandbox.pgbouncer.port)
+    server = odoo_server(
+        listener_params={"host": "127.0.0.1", "port": deaf},
+        extra_options={
+            "max_cron_threads": 1,
+            "cron_db_port": direct if spelling == "config" else deaf,
+        },
+        environ={"ODOO_CRON_DB_PORT": direct} if spelling == "env" else None,
+    )
+    assert server.wait_for_log(LISTENER_READY, timeout=60), server.log_text()[-3000:]
+    source = "config cron_db_port" if spelling == "config" else "env ODOO_CRON_DB_PORT"
+    assert server.wait_for_log(
+        rf"cron trigger listener \(.*\) connected to 127\.0\.0\.1:{direct}/postgres"
+        rf".*port {source}",
+        timeout=5,
+    )
+    delay, _port = trigger_and_wait(sandbox, server, probe_cron, PROMPT)
+    assert delay is not None, "the triggered job did not start promptly"
+    assert " ERROR " not in server.log_text()
 
 
 def test_without_redirect_the_job_waits_for_the_polling_round(

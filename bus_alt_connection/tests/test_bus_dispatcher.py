@@ -1,5 +1,9 @@
 # License AGPL-3.0 or later (https://www.gnu.org/licenses/agpl).
+import inspect
+import json
+import socket
 import threading
+from unittest import mock
 
 from odoo import sql_db
 from odoo.tests.common import TransactionCase
@@ -17,6 +21,54 @@ ROUTE_OPTIONS = {
     "imdispatcher_db_port": "15432",
     "imdispatcher_db_user": "listener_user",
 }
+
+
+def _core_loop():
+    """Core's ``ImDispatch.loop``, which the installed wrapper runs."""
+    return inspect.getclosurevars(core_bus.ImDispatch.loop).nonlocals["core_loop"]
+
+
+class _OneNotification:
+    """A LISTEN connection, as core's loop uses it, that receives one
+    notification; reading it stops the loop (``stop`` is its stop event)."""
+
+    def __init__(self, payload, stop):
+        self.listened = []
+        self.notifies = []
+        self._payload = payload
+        self._stop = stop
+        self._readable, self._writer = socket.socketpair()
+        self._writer.send(b"x")  # the selector sees the notification at once
+
+    # the connection, and its cursor -------------------------------------
+    def cursor(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._readable.close()
+        self._writer.close()
+
+    def execute(self, query):
+        self.listened.append(query)
+
+    def commit(self):
+        pass
+
+    @property
+    def _cnx(self):
+        return self
+
+    # what core's loop selects on and polls --------------------------------
+    def fileno(self):
+        return self._readable.fileno()
+
+    def poll(self):
+        self._readable.recv(1)
+        self.notifies.append(mock.Mock(payload=self._payload))
+        self._stop.set()
 
 
 class TestDispatcherPatch(TransactionCase):
@@ -46,12 +98,29 @@ class TestDispatcherPatch(TransactionCase):
         self.assertIs(sql_db.db_connect, db_connect, "patched twice")
 
     def test_channel_map_notes_core_lookups(self):
-        channels = core_bus.dispatch._channels_to_ws
-        self.assertIsInstance(channels, bus_dispatcher.ChannelMap)
-        before = channels.last_received_at
-        self.assertEqual(channels.get(("no-db", "no-channel"), []), [])
+        """Core's own loop, fed one notification, looks its channel up in
+        the ChannelMap: noted, and the subscriber woken."""
+        self.assertIsInstance(
+            core_bus.dispatch._channels_to_ws, bus_dispatcher.ChannelMap
+        )
+        key = ("bus_alt_test_db", "bus_alt_test_channel")
+        woken = []
+        subscriber = mock.Mock(
+            trigger_notification_dispatching=lambda: woken.append(True)
+        )
+        dispatcher = core_bus.ImDispatch()
+        dispatcher._channels_to_ws = channels = bus_dispatcher.ChannelMap(
+            {key: {subscriber}}
+        )
+        stop = threading.Event()
+        connection = _OneNotification(json.dumps([list(key)]), stop)
+        with mock.patch.object(sql_db, "db_connect", lambda to: connection):
+            with mock.patch.object(core_bus, "stop_event", stop):
+                _core_loop()(dispatcher)
+        self.assertEqual(connection.listened, ["listen imbus"])
+        self.assertEqual(woken, [True])
+        self.assertEqual(channels.lookups, 1)
         self.assertIsNotNone(channels.last_received_at)
-        self.assertNotEqual(channels.last_received_at, before)
 
     def test_route_reads_odoo_config(self):
         route = resolve_route(config, environ={})

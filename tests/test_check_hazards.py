@@ -8,7 +8,11 @@ from bus_alt_connection.lib.check.report import MISCONFIGURED, OK
 from bus_alt_connection.lib.check.setup import check_setup
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
-from .test_setup_check import check_on_a_standby, site_config
+from .test_check_setup import (
+    check_on_a_standby,
+    plain_role_route,
+    site_config,
+)
 
 
 def finding(report, name):
@@ -18,15 +22,15 @@ def finding(report, name):
 
 
 @contextlib.contextmanager
-def role_setting(sandbox, name, value):
-    """``ALTER ROLE odoo IN DATABASE postgres SET name = value`` meanwhile."""
+def role_setting(sandbox, name, value, role="odoo"):
+    """``ALTER ROLE role IN DATABASE postgres SET name = value`` meanwhile."""
     sandbox.postgres.execute(
-        f"ALTER ROLE odoo IN DATABASE postgres SET {name} = '{value}'"
+        f"ALTER ROLE {role} IN DATABASE postgres SET {name} = '{value}'"
     )
     try:
         yield
     finally:
-        sandbox.postgres.execute(f"ALTER ROLE odoo IN DATABASE postgres RESET {name}")
+        sandbox.postgres.execute(f"ALTER ROLE {role} IN DATABASE postgres RESET {name}")
 
 
 @contextlib.contextmanager
@@ -61,6 +65,19 @@ def test_idle_session_timeout_cuts_the_listener(sandbox):
     assert report.exit_code == MISCONFIGURED
     assert "idle_session_timeout is 60 s" in report.verdict
     assert "ALTER ROLE odoo SET idle_session_timeout = 0" in report.advice
+
+
+def test_idle_session_timeout_of_a_listener_role_that_is_not_a_superuser(
+    sandbox, plain_role
+):
+    """Read with the route's own role, which may read its settings but is
+    no superuser: the finding and the advice name that role."""
+    name, _password = plain_role
+    with role_setting(sandbox, "idle_session_timeout", "60s", role=name):
+        report = check_setup(plain_role_route(sandbox, plain_role), environ={})
+    assert report.exit_code == MISCONFIGURED
+    assert "idle_session_timeout is 60 s" in report.verdict
+    assert f"ALTER ROLE {name} SET idle_session_timeout = 0" in report.advice
 
 
 def test_idle_in_transaction_timeout_is_harmless(sandbox):
@@ -103,6 +120,24 @@ def test_pgbouncer_session_alias_without_client_timeout_passes(sandbox):
     report = check_setup(pgbouncer_admin_route(sandbox), environ={})
     assert report.exit_code == OK, report.verdict
     assert "client_idle_timeout is 0" in finding(report, "pgbouncer")["detail"]
+
+
+def test_pgbouncer_settings_unreadable_by_the_routes_role(sandbox, plain_role):
+    """Through PgBouncer's session alias with a role that is not one of its
+    admin_users: the route works, and the check says what it could not
+    read and what to make sure of."""
+    config = plain_role_route(
+        sandbox,
+        plain_role,
+        imdispatcher_db_port=str(sandbox.pgbouncer.port),
+        imdispatcher_db_name="postgres_listen",
+    )
+    report = check_setup(config, environ={})
+    assert report.exit_code == OK, report.verdict
+    assert report.round_trip["received"] is True
+    detail = finding(report, "pgbouncer")["detail"]
+    assert "could not be read with the route's role" in detail
+    assert "make sure client_idle_timeout is 0" in detail
 
 
 def test_route_on_db_replica_host_is_flagged(sandbox):

@@ -25,7 +25,7 @@ def direct_route(sandbox, **extra):
     return route
 
 
-def delivered(server, wait=20):
+def delivered(server, wait=60):
     """Subscribe a websocket, send COUNT notifications from another Odoo
     process, and return how many reached the websocket."""
     channel = f"{CHANNEL}_{uuid.uuid4().hex}"
@@ -44,6 +44,7 @@ def errors_in(log):
     return [line for line in log.splitlines() if " ERROR " in line]
 
 
+@pytest.mark.every_series
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_addon_delivers_every_notification(sandbox, odoo_server, workers):
     server = odoo_server(listener_params=direct_route(sandbox), workers=workers)
@@ -126,6 +127,78 @@ def test_wrong_password_names_the_option_and_never_shows_it(sandbox, odoo_server
 
 
 def test_unconfigured_addon_warns_once(sandbox, odoo_server):
+    """Once, whatever the dispatcher goes through: it starts, listens
+    through db_host (the PgBouncer), loses its connection and comes back."""
     server = odoo_server(listener_params=None)
-    assert server.wait_for_log(r"no imdispatcher_db_\* option is set", timeout=30)
+    assert server.wait_for_log(r"no imdispatcher_db_\* option is set", timeout=60)
+    client = BusClient(server.websocket_url(), CHANNEL)
+    try:
+        assert server.wait_for_log(r"bus listener connected", timeout=60)
+        since = len(server.log_text())
+        sandbox.pgbouncer.stop()
+        sandbox.pgbouncer.start()
+        assert server.wait_for_log(r"bus listener back on", timeout=60, start=since)
+    finally:
+        client.close()
     assert server.log_text().count("no imdispatcher_db_* option is set") == 1
+
+
+def test_the_route_from_the_environment_wins_over_the_config(sandbox, odoo_server):
+    """ODOO_IMDISPATCHER_DB_* in Odoo's environment: the config's port
+    leads to the transaction-mode PgBouncer (deaf), the environment's to
+    PostgreSQL; what arrives came through the environment's."""
+    server = odoo_server(
+        listener_params={"host": "127.0.0.1", "port": sandbox.pgbouncer.port},
+        extra_options={"imdispatcher_db_host": "no-such-host.invalid"},
+        environ={
+            "ODOO_IMDISPATCHER_DB_HOST": "127.0.0.1",
+            "ODOO_IMDISPATCHER_DB_PORT": str(sandbox.postgres.port),
+        },
+    )
+    payloads = delivered(server)
+    assert [p["n"] for p in payloads] == list(range(COUNT))
+    log = server.log_text()
+    assert (
+        f"bus listener connected to 127.0.0.1:{sandbox.postgres.port}/postgres" in log
+    )
+    assert "host env ODOO_IMDISPATCHER_DB_HOST" in log
+    assert "port env ODOO_IMDISPATCHER_DB_PORT" in log
+    assert server.wait_for_log(r"bus listener self-check passed", timeout=60)
+    assert errors_in(log) == []
+
+
+def test_the_legacy_environment_names_still_work_with_a_warning(sandbox, odoo_server):
+    server = odoo_server(
+        listener_params=None,
+        environ={
+            "IMDISPATCHER_DB_HOST": "127.0.0.1",
+            "IMDISPATCHER_DB_PORT": str(sandbox.postgres.port),
+        },
+    )
+    payloads = delivered(server)
+    assert [p["n"] for p in payloads] == list(range(COUNT))
+    log = server.log_text()
+    assert "port env IMDISPATCHER_DB_PORT" in log
+    assert "rename it to ODOO_IMDISPATCHER_DB_PORT" in log
+    assert "no imdispatcher_db_* option is set" not in log
+    assert errors_in(log) == []
+
+
+def test_a_listener_role_that_is_not_a_superuser_delivers(
+    sandbox, odoo_server, plain_role
+):
+    name, password = plain_role
+    server = odoo_server(
+        listener_params=direct_route(sandbox, user=name, password=password)
+    )
+    payloads = delivered(server)
+    assert [p["n"] for p in payloads] == list(range(COUNT))
+    assert server.wait_for_log(r"bus listener self-check passed", timeout=60)
+    rows = sandbox.postgres.execute(
+        "SELECT usename FROM pg_stat_activity WHERE application_name = ANY(%s)",
+        ([f"odoo-bus-listener-{pid}" for pid in server.pids()],),
+    )
+    assert rows == [(name,)]
+    log = server.log_text()
+    assert errors_in(log) == []
+    assert password not in log
