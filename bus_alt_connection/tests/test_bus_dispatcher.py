@@ -81,13 +81,19 @@ class TestDispatcherPatch(TransactionCase):
 
     def setUp(self):
         super().setUp()
+        # the file's own route options come back after each test: the cron
+        # runner's tests, run next, read them
+        before = {
+            key: config.options[key] for key in ROUTE_OPTIONS if key in config.options
+        }
         for key, value in ROUTE_OPTIONS.items():
             config[key] = value
-        self.addCleanup(self._forget_route_options)
+        self.addCleanup(self._restore_route_options, before)
 
-    def _forget_route_options(self):
+    def _restore_route_options(self, before):
         for key in ROUTE_OPTIONS:
             config.options.pop(key, None)
+        config.options.update(before)
 
     def test_loop_is_wrapped_once(self):
         supervisor = core_bus.ImDispatch.loop.bus_alt_connection
