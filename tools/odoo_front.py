@@ -24,31 +24,13 @@ class OdooFront(TcpProxy):
         #: how many connections went to each port, by first path
         self.routed = {"http": 0, "websocket": 0}
 
-    def _accept(self, server):
-        while self._running.is_set():
-            try:
-                client, _address = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._route, args=(client,), daemon=True).start()
-
-    def _route(self, client):
+    def _upstream_for(self, client):
         path = self._first_path(client)
         if path is None:
-            client.close()
-            return
+            return None
         websocket = path.startswith("/websocket")
         self.routed["websocket" if websocket else "http"] += 1
-        try:
-            upstream = socket.create_connection(
-                self.gevent if websocket else self.upstream, timeout=5
-            )
-        except OSError:
-            client.close()
-            return
-        with self._lock:
-            self._pairs.append((client, upstream))
-        self._pump(client, upstream)
+        return self.gevent if websocket else self.upstream
 
     @staticmethod
     def _first_path(client):

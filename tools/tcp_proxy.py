@@ -68,16 +68,24 @@ class TcpProxy:
                 client, _address = server.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._pairs.append((client, upstream))
-            threading.Thread(
-                target=self._pump, args=(client, upstream), daemon=True
-            ).start()
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _upstream_for(self, client):
+        """(host, port) where ``client``'s connection goes; None drops it."""
+        return self.upstream
+
+    def _serve(self, client):
+        target = self._upstream_for(client)
+        try:
+            if target is None:
+                raise OSError("no upstream for this connection")
+            upstream = socket.create_connection(target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._pairs.append((client, upstream))
+        self._pump(client, upstream)
 
     def _pump(self, client, upstream):
         peers = {client: upstream, upstream: client}
