@@ -145,6 +145,23 @@ def test_auto_mode_behind_the_pooler_switches_to_polling(sandbox, odoo_server):
     assert "lost its connection" not in log
 
 
+def auto_mode_server(odoo_server, proxy, workers):
+    """(server, channel, subscribed client) in auto mode, its listener route
+    through ``proxy``, with checks and retries quick enough for a test."""
+    server = odoo_server(
+        listener_params={"host": "127.0.0.1", "port": proxy.port},
+        workers=workers,
+        extra_options={
+            "imdispatcher_mode": "auto",
+            "imdispatcher_selfcheck_timeout": 2,
+            "imdispatcher_heartbeat_interval": 5,
+            "imdispatcher_listen_retry_interval": 3,
+        },
+    )
+    channel = f"auto_{uuid.uuid4().hex}"
+    return server, channel, BusClient(server.websocket_url(), channel)
+
+
 @pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "prefork"])
 def test_auto_mode_polls_while_the_route_is_deaf_and_listens_once_it_hears(
     sandbox, odoo_server, workers
@@ -154,18 +171,7 @@ def test_auto_mode_polls_while_the_route_is_deaf_and_listens_once_it_hears(
     notification arrives once, across both switches."""
     proxy = TcpProxy(sandbox.pgbouncer.port).start()
     try:
-        server = odoo_server(
-            listener_params={"host": "127.0.0.1", "port": proxy.port},
-            workers=workers,
-            extra_options={
-                "imdispatcher_mode": "auto",
-                "imdispatcher_selfcheck_timeout": 2,
-                "imdispatcher_heartbeat_interval": 5,
-                "imdispatcher_listen_retry_interval": 3,
-            },
-        )
-        channel = f"auto_{uuid.uuid4().hex}"
-        client = BusClient(server.websocket_url(), channel)
+        server, channel, client = auto_mode_server(odoo_server, proxy, workers)
         try:
             assert server.wait_for_log(POLLING, timeout=90), server.log_text()[-3000:]
             server.send_notifications(channel, COUNT, NOTIFICATION)
@@ -298,18 +304,7 @@ def test_auto_mode_polls_once_a_route_that_worked_is_cut(sandbox, odoo_server, w
     again once the route is back. The websocket never reconnects, so what
     it receives came from the dispatcher, not from core's replay."""
     proxy = TcpProxy(sandbox.postgres.port).start()
-    server = odoo_server(
-        listener_params={"host": "127.0.0.1", "port": proxy.port},
-        workers=workers,
-        extra_options={
-            "imdispatcher_mode": "auto",
-            "imdispatcher_selfcheck_timeout": 2,
-            "imdispatcher_heartbeat_interval": 5,
-            "imdispatcher_listen_retry_interval": 3,
-        },
-    )
-    channel = f"auto_{uuid.uuid4().hex}"
-    client = BusClient(server.websocket_url(), channel)
+    server, channel, client = auto_mode_server(odoo_server, proxy, workers)
     try:
         assert server.wait_for_log(r"bus listener self-check passed", timeout=90)
         server.send_notifications(channel, COUNT, NOTIFICATION)
