@@ -13,7 +13,6 @@ from tools.odoo_harness import (
 )
 from tools.pg_sandbox import Sandbox
 
-
 #: the fixtures that need a real Odoo tree (directly or through others)
 ODOO_FIXTURES = {"odoo_tree", "odoo_database", "odoo_server"}
 
