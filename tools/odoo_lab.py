@@ -150,9 +150,7 @@ def recipe(requirements_text, series):
     """The lines of the venv's requirements file for a tree's
     requirements.txt: Odoo's pins, less what is dropped or replaced, plus
     the extras."""
-    overrides = {
-        name.lower(): spec for name, spec in OVERRIDES.get(series, {}).items()
-    }
+    overrides = {name.lower(): spec for name, spec in OVERRIDES.get(series, {}).items()}
     lines = []
     for raw in requirements_text.splitlines():
         line = raw.split("#", 1)[0].strip()
@@ -339,7 +337,6 @@ class Series:
             f"{time.monotonic() - started:.0f}s: {self.tree}, {self.python}"
         )
         return self.tree, self.python
-
 
 
 def main(argv=None):
