@@ -435,7 +435,7 @@ def test_a_database_whose_bus_is_locked_does_not_stall_the_others(
         server.send_notifications(channels[odoo_database], COUNT, NOTIFICATION)
         received = clients[odoo_database].receive(NOTIFICATION, COUNT, timeout=60)
         assert [p["n"] for p in received] == list(range(COUNT))
-        assert server.wait_for_log(f"bus poll of database {locked} {SLOW}", 30)
+        assert server.wait_for_log(f"bus poll of database {locked} {SLOW}", 90)
         locker.commit()
         late = clients[locked].receive(NOTIFICATION, 1, timeout=60)
         assert late == [{"n": 0}]
