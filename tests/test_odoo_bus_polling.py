@@ -428,6 +428,12 @@ def test_a_database_whose_bus_is_locked_does_not_stall_the_others(
     locker = psycopg2.connect(**sandbox.postgres.odoo_params(locked))
     try:
         assert server.wait_for_log(POLLING, timeout=90), server.log_text()[-3000:]
+        # the second database is polled (its websocket subscribed) before
+        # its bus is locked: a loaded machine may subscribe it late
+        with locker.cursor() as cr:
+            insert_notification(cr, locked, channels[locked], -1)
+        locker.commit()
+        assert clients[locked].receive(NOTIFICATION, 1, timeout=90) == [{"n": -1}]
         with locker.cursor() as cr:
             cr.execute("LOCK TABLE bus_bus IN ACCESS EXCLUSIVE MODE")
             # committed with the lock's release: the stuck poll's late answer
@@ -435,7 +441,9 @@ def test_a_database_whose_bus_is_locked_does_not_stall_the_others(
         server.send_notifications(channels[odoo_database], COUNT, NOTIFICATION)
         received = clients[odoo_database].receive(NOTIFICATION, COUNT, timeout=60)
         assert [p["n"] for p in received] == list(range(COUNT))
-        assert server.wait_for_log(f"bus poll of database {locked} {SLOW}", 90)
+        assert server.wait_for_log(
+            f"bus poll of database {locked} {SLOW}", 90
+        ), server.log_text()[-4000:]
         locker.commit()
         late = clients[locked].receive(NOTIFICATION, 1, timeout=60)
         assert late == [{"n": 0}]
