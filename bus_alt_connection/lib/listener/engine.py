@@ -186,16 +186,24 @@ class ListenerEngine:
 
     def _log_traceback_once(self, error):
         """A bug (not a database error) deserves its traceback, once."""
-        kind = type(error)
-        if is_database_error(error) or kind in self._traceback_logged:
-            return
-        self._traceback_logged.add(kind)
-        _logger.error(
-            "bus_alt_connection: unexpected error in the %s (traceback shown "
-            "once per error type)",
-            self.texts.subject,
-            exc_info=error,
-        )
+        if not is_database_error(error):
+            traceback_once(
+                _logger,
+                self._traceback_logged,
+                error,
+                "bus_alt_connection: unexpected error in the %s (traceback "
+                "shown once per error type)",
+                self.texts.subject,
+            )
+
+
+def traceback_once(logger, logged, error, message, *args):
+    """An ERROR with ``error``'s traceback, once per error type; ``logged``
+    is the set of the types already shown."""
+    if type(error) in logged:
+        return
+    logged.add(type(error))
+    logger.error(message, *args, exc_info=error)
 
 
 def is_database_error(error):

@@ -28,6 +28,7 @@ import threading
 import time
 
 from ..route.config import DIRECT_ROUTE_HINT
+from .engine import traceback_once
 
 _logger = logging.getLogger(__name__)
 
@@ -364,15 +365,13 @@ class ListenerWatch:
         return result.at + self._interval + self._timeout
 
     def _report_unexpected(self, error):
-        kind = type(error)
-        if kind in self._errors_logged:
-            return
-        self._errors_logged.add(kind)
-        _logger.error(
+        traceback_once(
+            _logger,
+            self._errors_logged,
+            error,
             "bus_alt_connection: %s watch: a check failed unexpectedly; the "
             "watch goes on (traceback shown once per error type)",
             self.judge.subject,
-            exc_info=error,
         )
 
 
