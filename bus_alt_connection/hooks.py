@@ -1,8 +1,16 @@
+import logging
+
+from odoo.tools import config
+
+from .lib.route.config import read_settings
 from .patches import bus_dispatcher, cron_runner
+
+_logger = logging.getLogger(__name__)
 
 
 def post_load():
     """Runs once per process when Odoo loads the addon (server-wide or not)."""
-    settings, mode = bus_dispatcher.settings_or_defaults()
-    bus_dispatcher.install(settings, mode)
-    cron_runner.install(settings, mode)
+    settings = read_settings(config)
+    settings.log_refused(_logger)
+    bus_dispatcher.install(settings)
+    cron_runner.install(settings)

@@ -5,10 +5,10 @@ import contextlib
 import pytest
 
 from bus_alt_connection.lib.check.report import MISCONFIGURED, OK
-from bus_alt_connection.lib.check.setup import check_setup
+from bus_alt_connection.lib.check.steps import check_setup
 from tools.pg_sandbox import SUPERUSER, SUPERUSER_PASSWORD
 
-from .test_check_setup import (
+from .test_check_steps import (
     check_on_a_standby,
     plain_role_route,
     site_config,

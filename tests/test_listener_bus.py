@@ -11,13 +11,11 @@ import types
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener import auto_mode as auto_mode_module
-from bus_alt_connection.lib.listener.auto_mode import ModeState
-from bus_alt_connection.lib.listener.bus import IDLE_WAIT, ListenerSupervisor
-from bus_alt_connection.lib.listener.engine import ListenerEngine
-from bus_alt_connection.lib.listener.retry import FAST_RETRIES, retry_delay
+from bus_alt_connection.lib.listener import bus as bus_module
+from bus_alt_connection.lib.listener.bus import IDLE_WAIT, BusListener
+from bus_alt_connection.lib.listener.life import FAST_RETRIES, ListenerLife, retry_delay
 from bus_alt_connection.lib.listener.watch import ListenerWatch
-from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
+from bus_alt_connection.lib.route.config import OptionError, Settings, resolve_route
 from bus_alt_connection.lib.status.health import health_report, idle_report, public_body
 
 from .test_listener_watch import InstantProbe
@@ -67,13 +65,57 @@ def a_route():
     )
 
 
-def make_supervisor(route_factory=a_route, **kwargs):
+class Listener(BusListener):
+    """The bus listener with what the Odoo glue says played by the test."""
+
+    def __init__(self, route_factory, stop, settings, db_host_works=True, **options):
+        super().__init__(settings, route_factory, stop, **options)
+        self._db_host_works = db_host_works
+        self.caught_up = []
+        self.tries = None  # listen_works(route), when given
+
+    def start_watch(self, route):
+        return None  # the watch's own tests: test_listener_watch.py
+
+    def catch_up(self):
+        self.caught_up.append(True)
+
+    def db_host_answers(self):
+        return self._db_host_works
+
+    def listen_works(self, route):
+        if self.tries is None:  # not this test's business: wait for its end
+            self.stop_event._event.wait()
+            return False, "not tried"
+        return self.tries(route)
+
+    def describe_db_host(self):
+        return "pgbouncer:6432"
+
+    def new_probe(self):
+        return InstantProbe()
+
+    def send_probe(self, payload):
+        pass
+
+
+def make_listener(route_factory=a_route, db_host_works=True, **settings):
     stop = RecordingStopEvent()
     clock = Clock()
-    supervisor = ListenerSupervisor(
-        route_factory, stop, clock=clock, rng=lambda: 1.0, **kwargs
+    listener = Listener(
+        route_factory,
+        stop,
+        Settings(**settings),
+        db_host_works,
+        clock=clock,
+        rng=lambda: 1.0,
     )
-    return supervisor, stop, clock
+    return listener, stop, clock
+
+
+def attempt(listener, core_loop):
+    """One call of core's loop, listening."""
+    listener.run_once(listen=core_loop, poll=None)
 
 
 def refused(route, on_listening):
@@ -113,10 +155,10 @@ def test_cap_is_an_option():
 
 
 def test_connect_failure_logs_one_error_then_one_warning_per_try(caplog):
-    supervisor, stop, _clock = make_supervisor()
+    listener, stop, _clock = make_listener()
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(4):
-            supervisor.run_attempt(refused, catch_up=lambda: None)
+            attempt(listener, refused)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(errors) == 1
@@ -131,80 +173,80 @@ def test_connect_failure_logs_one_error_then_one_warning_per_try(caplog):
 
 
 def test_waits_grow_after_the_fast_retries():
-    supervisor, stop, _clock = make_supervisor()
+    listener, stop, _clock = make_listener()
     for _attempt in range(FAST_RETRIES + 4):
-        supervisor.run_attempt(refused, catch_up=lambda: None)
+        attempt(listener, refused)
     assert stop.waits == [1.0] * FAST_RETRIES + [2.0, 4.0, 8.0, 16.0]
 
 
 def test_listening_resets_backoff_logs_downtime_and_catches_up(caplog):
-    supervisor, stop, clock = make_supervisor()
-    woken = []
-    supervisor.run_attempt(refused, catch_up=lambda: woken.append("early"))
-    supervisor.run_attempt(refused, catch_up=lambda: None)
+    listener, stop, clock = make_listener()
+    attempt(listener, refused)
+    attempt(listener, refused)
+    assert listener.caught_up == []
     clock.now += 7.5
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.run_attempt(listens_then_stops(stop), lambda: woken.append(1))
-    assert woken == [1]
+        attempt(listener, listens_then_stops(stop))
+    assert listener.caught_up == [True]
     assert "connected to pg-direct:5432/postgres" in caplog.text
     assert "after 7.5 s of failed attempts" in caplog.text
-    assert supervisor.state.connected
-    assert supervisor.state.connects == 1
+    assert listener.state.connected
+    assert listener.state.connects == 1
 
 
 def test_reconnect_logs_how_long_the_listener_was_down(caplog):
-    supervisor, stop, clock = make_supervisor()
-    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    listener, stop, clock = make_listener()
+    attempt(listener, lost_after_listening)
     clock.now += 3.0
-    supervisor.run_attempt(refused, catch_up=lambda: None)
+    attempt(listener, refused)
     clock.now += 1.25
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.run_attempt(listens_then_stops(stop), lambda: None)
+        attempt(listener, listens_then_stops(stop))
     assert "back on pg-direct:5432/postgres" in caplog.text
     assert "after 4.2 s down" in caplog.text
-    assert supervisor.state.connects == 2
+    assert listener.state.connects == 2
     assert stop.waits == [1.0, 1.0]
 
 
 def test_failures_after_a_first_success_are_warnings(caplog):
-    supervisor, _stop, _clock = make_supervisor()
+    listener, _stop, _clock = make_listener()
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
-        supervisor.run_attempt(refused, catch_up=lambda: None)
+        attempt(listener, lost_after_listening)
+        attempt(listener, refused)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "cannot connect" in caplog.text
 
 
 def test_lost_connection_warns_and_retries_fast(caplog):
-    supervisor, stop, _clock = make_supervisor()
+    listener, stop, _clock = make_listener()
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+        attempt(listener, lost_after_listening)
     assert "lost its connection" in caplog.text
     assert stop.waits == [1.0]
-    assert not supervisor.state.connected
+    assert not listener.state.connected
 
 
 def test_unexpected_error_shows_its_traceback_once(caplog):
-    supervisor, _stop, _clock = make_supervisor()
+    listener, _stop, _clock = make_listener()
 
     def buggy(route, on_listening):
         raise KeyError("surprise")
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(3):
-            supervisor.run_attempt(buggy, catch_up=lambda: None)
+            attempt(listener, buggy)
     assert sum(1 for r in caplog.records if r.exc_info) == 1
 
 
 def test_errors_on_shutdown_are_silent(caplog):
-    supervisor, stop, _clock = make_supervisor()
+    listener, stop, _clock = make_listener()
 
     def closed_on_shutdown(route, on_listening):
         stop.set()
         raise psycopg2.InterfaceError("connection already closed")
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.run_attempt(closed_on_shutdown, catch_up=lambda: None)
+        attempt(listener, closed_on_shutdown)
     assert caplog.records == []
     assert stop.waits == []
 
@@ -213,11 +255,11 @@ def test_bad_route_logs_one_error_and_never_connects(caplog):
     def bad_route():
         return resolve_route({"imdispatcher_db_port": "abc"}, environ={})
 
-    supervisor, stop, _clock = make_supervisor(route_factory=bad_route)
+    listener, stop, _clock = make_listener(route_factory=bad_route)
     calls = []
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(3):
-            supervisor.run_attempt(lambda *a: calls.append(a), lambda: None)
+            attempt(listener, lambda *a: calls.append(a))
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "imdispatcher_db_port = 'abc'" in errors[0].getMessage()
@@ -229,10 +271,10 @@ def test_unconfigured_route_warns_that_the_bus_uses_db_host(caplog):
     def unconfigured():
         return resolve_route({"db_host": "pgbouncer", "db_port": 6432}, environ={})
 
-    supervisor, _stop, _clock = make_supervisor(route_factory=unconfigured)
+    listener, _stop, _clock = make_listener(route_factory=unconfigured)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.route()
-        supervisor.route()
+        listener.route()
+        listener.route()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "still listens through db_host (pgbouncer:6432" in warnings[0].getMessage()
@@ -245,9 +287,9 @@ def test_route_is_resolved_once():
         calls.append(1)
         return a_route()
 
-    supervisor, _stop, _clock = make_supervisor(route_factory=counting)
-    supervisor.route()
-    supervisor.route()
+    listener, _stop, _clock = make_listener(route_factory=counting)
+    listener.route()
+    listener.route()
     assert calls == [1]
 
 
@@ -257,31 +299,25 @@ def test_a_bad_route_value_raises_a_value_error_naming_the_option():
     holds what."""
     with pytest.raises(ValueError) as raised:
         resolve_route({"imdispatcher_db_port": "abc"}, environ={})
-    assert isinstance(raised.value, RouteConfigError)
+    assert isinstance(raised.value, OptionError)
     assert "imdispatcher_db_port = 'abc'" in str(raised.value)
 
 
 # --- imdispatcher_mode auto and poll ---------------------------------------
 
 
-def auto_mode(**kwargs):
-    return ModeState(
-        configured="auto", configured_source="config imdispatcher_mode", **kwargs
-    )
-
-
 #: imdispatcher_auto_failed_checks by default
-AUTO_SWITCH_FAILURES = ModeState().failed_checks
+AUTO_SWITCH_FAILURES = Settings().auto_failed_checks
 
 
 def test_auto_mode_polls_after_a_route_that_never_connects(caplog):
-    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
+    listener, _stop, _clock = make_listener(mode="auto")
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(AUTO_SWITCH_FAILURES):
-            assert supervisor.mode.active == "listen"
-            supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "poll"
-    assert supervisor.mode.reason.startswith("auto-switched: the listener route")
+            assert listener.mode.active == "listen"
+            attempt(listener, refused)
+    assert listener.mode.active == "poll"
+    assert listener.mode.reason.startswith("auto-switched: the listener route")
     switches = [r for r in caplog.records if "now polls" in r.getMessage()]
     assert len(switches) == 1
     assert switches[0].levelno == logging.INFO
@@ -290,23 +326,21 @@ def test_auto_mode_polls_after_a_route_that_never_connects(caplog):
 
 
 def test_auto_mode_keeps_listening_while_db_host_is_down_too():
-    supervisor, _stop, _clock = make_supervisor(
-        mode=auto_mode(), db_host_works=lambda: False
-    )
+    listener, _stop, _clock = make_listener(mode="auto", db_host_works=False)
     for _attempt in range(AUTO_SWITCH_FAILURES + 3):
-        supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "listen"
+        attempt(listener, refused)
+    assert listener.mode.active == "listen"
 
 
 def test_auto_mode_polls_when_a_route_that_worked_is_lost(caplog):
     """The route's host goes down for good while db_host answers."""
-    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
-    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    listener, _stop, _clock = make_listener(mode="auto")
+    attempt(listener, lost_after_listening)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(AUTO_SWITCH_FAILURES):
-            assert supervisor.mode.active == "listen"
-            supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "poll"
+            assert listener.mode.active == "listen"
+            attempt(listener, refused)
+    assert listener.mode.active == "poll"
     switches = [r for r in caplog.records if "now polls" in r.getMessage()]
     assert len(switches) == 1
     assert f"failed {AUTO_SWITCH_FAILURES} connect attempts in a row" in (
@@ -315,66 +349,60 @@ def test_auto_mode_polls_when_a_route_that_worked_is_lost(caplog):
 
 
 def test_auto_mode_counts_failed_connects_as_configured():
-    supervisor, _stop, _clock = make_supervisor(mode=auto_mode(failed_checks=5))
-    supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
+    listener, _stop, _clock = make_listener(mode="auto", auto_failed_checks=5)
+    attempt(listener, lost_after_listening)
     for _attempt in range(4):
-        supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "listen"
-    supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "poll"
+        attempt(listener, refused)
+    assert listener.mode.active == "listen"
+    attempt(listener, refused)
+    assert listener.mode.active == "poll"
 
 
 def test_auto_mode_counts_only_failures_in_a_row():
-    supervisor, _stop, _clock = make_supervisor(mode=auto_mode())
+    listener, _stop, _clock = make_listener(mode="auto")
     for _round in range(3):
         for _attempt in range(AUTO_SWITCH_FAILURES - 1):
-            supervisor.run_attempt(refused, catch_up=lambda: None)
-        supervisor.run_attempt(lost_after_listening, catch_up=lambda: None)
-    assert supervisor.mode.active == "listen"
+            attempt(listener, refused)
+        attempt(listener, lost_after_listening)
+    assert listener.mode.active == "listen"
 
 
 def test_listen_mode_never_switches():
-    supervisor, _stop, _clock = make_supervisor()
+    listener, _stop, _clock = make_listener()
     for _attempt in range(AUTO_SWITCH_FAILURES + 3):
-        supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "listen"
+        attempt(listener, refused)
+    assert listener.mode.active == "listen"
 
 
 def test_auto_mode_with_a_bad_route_value_polls_with_one_warning(caplog):
     def bad_route():
-        raise RouteConfigError("imdispatcher_db_port", "abc", "config", "bad", "fix")
+        raise OptionError("imdispatcher_db_port", "abc", "config", "bad", "fix")
 
-    supervisor, _stop, _clock = make_supervisor(bad_route, mode=auto_mode())
+    listener, _stop, _clock = make_listener(bad_route, mode="auto")
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.run_attempt(refused, catch_up=lambda: None)
-    assert supervisor.mode.active == "poll"
+        attempt(listener, refused)
+    assert listener.mode.active == "poll"
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "imdispatcher_db_port = 'abc'" in caplog.text
 
 
-def poll_mode():
-    return ModeState(configured="poll", active="poll")
-
-
 def test_poll_failures_log_one_error_then_warnings_then_back(caplog):
-    supervisor, stop, clock = make_supervisor(mode=poll_mode())
-    caught_up = []
+    listener, stop, clock = make_listener(mode="poll")
+    caught_up = listener.caught_up
 
     def fails(on_polling):
         raise psycopg2.OperationalError("connection refused")
 
     def works_then_stops(on_polling):
-        supervisor.poller.polled()
+        listener.polled()
         on_polling()
         stop.set()
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _attempt in range(3):
-            supervisor.poller.run(fails, caught_up.append, "pgbouncer:6432")
+            listener.run_once(listen=None, poll=fails)
         clock.now += 5
-        supervisor.poller.run(
-            works_then_stops, lambda: caught_up.append(True), "pgbouncer:6432"
-        )
+        listener.run_once(listen=None, poll=works_then_stops)
     levels = [r.levelname for r in caplog.records]
     assert levels == ["ERROR", "WARNING", "WARNING", "INFO"]
     assert "bus poller cannot connect: connection refused [db_host" in (
@@ -383,22 +411,22 @@ def test_poll_failures_log_one_error_then_warnings_then_back(caplog):
     assert "imdispatcher_db" not in caplog.records[0].getMessage()
     assert "bus poller started" in caplog.records[-1].getMessage()
     assert caught_up == [True]
-    assert supervisor.state.connected
+    assert listener.state.connected
 
 
 def test_poll_mode_health_follows_the_last_poll():
-    supervisor, stop, clock = make_supervisor(mode=poll_mode())
+    listener, stop, clock = make_listener(mode="poll")
 
     def works_then_stops(on_polling):
-        supervisor.poller.polled()
+        listener.polled()
         on_polling()
         stop.set()
 
-    supervisor.poller.run(works_then_stops, lambda: None, "pgbouncer:6432")
-    healthy, details = health_report(supervisor, now=clock.now + 1)
+    listener.run_once(listen=None, poll=works_then_stops)
+    healthy, details = health_report(listener, now=clock.now + 1)
     assert healthy
     assert (details["mode"], details["route"]) == ("poll", None)
-    healthy, details = health_report(supervisor, now=clock.now + 60)
+    healthy, details = health_report(listener, now=clock.now + 60)
     assert not healthy
     assert details["last_poll_age_s"] == 60
 
@@ -406,57 +434,46 @@ def test_poll_mode_health_follows_the_last_poll():
 def test_health_fails_once_the_watch_stops_checking():
     """A watch that stopped (a dead thread, a hung check) must not leave
     health saying pass for good."""
-    supervisor, stop, clock = make_supervisor()
-    supervisor.watch = ListenerWatch(
-        "bus listener",
-        a_route(),
-        new_probe=InstantProbe,
-        send_notify=lambda payload: None,
-        explain_deafness=lambda: "deaf",
-        interrupt_listener=lambda connection: None,
-        stop_event=stop,
-        interval=30.0,
-        timeout=5.0,
-        clock=clock,
-    )
+    listener, stop, clock = make_listener()
+    listener.watch = ListenerWatch(listener, a_route())
 
     def listens(route, on_listening):
         on_listening(object())
         stop.set()
 
-    supervisor.run_attempt(listens, catch_up=lambda: None)
-    assert supervisor.watch.check_once(after_connect=True).ok
-    healthy, details = health_report(supervisor, now=clock.now + 40)
+    attempt(listener, listens)
+    assert listener.watch.check_once(after_connect=True)
+    healthy, details = health_report(listener, now=clock.now + 40)
     assert healthy, details
     assert details["watch_stalled"] is None
-    healthy, details = health_report(supervisor, now=clock.now + 300)
+    healthy, details = health_report(listener, now=clock.now + 300)
     assert not healthy
     assert details["watch_stalled"] == "a check is overdue by 265 s"
     assert details["last_check"]["ok"] is True
 
 
 def test_idle_dispatcher_is_healthy_unless_its_route_cannot_work():
-    healthy, details = idle_report(make_supervisor()[0])
+    healthy, details = idle_report(make_listener()[0])
     assert healthy
     assert public_body(healthy, details) == {"status": "pass", "state": "idle"}
 
     def bad_route():
         return resolve_route({"imdispatcher_db_port": "abc"}, environ={})
 
-    healthy, details = idle_report(make_supervisor(bad_route)[0])
+    healthy, details = idle_report(make_listener(bad_route)[0])
     assert not healthy
     assert "imdispatcher_db_port" in details["last_error"]
     assert public_body(healthy, details) == {"status": "fail", "state": "idle"}
 
 
 def test_public_body_shows_no_route_or_error_text():
-    supervisor, stop, _clock = make_supervisor()
+    listener, stop, _clock = make_listener()
 
     def fails(route, on_listening):
         raise psycopg2.OperationalError(f"password authentication failed {SECRET}")
 
-    supervisor.run_attempt(fails, lambda: None)
-    healthy, details = health_report(supervisor)
+    attempt(listener, fails)
+    healthy, details = health_report(listener)
     assert details["last_error"]
     assert public_body(healthy, details) == {"status": "fail", "state": "down"}
 
@@ -495,9 +512,10 @@ class VanishingWatch:
 )
 def test_the_watch_is_read_once_per_use(monkeypatch, core_loop, uses, told):
     watch = VanishingWatch()
-    monkeypatch.setattr(ListenerEngine, "watch", watch, raising=False)
-    supervisor, _stop, _clock = make_supervisor()
-    supervisor.run_attempt(core_loop, lambda: None)
+    monkeypatch.setattr(ListenerLife, "watch", watch, raising=False)
+    listener, _stop, _clock = make_listener()
+    route = listener.route()
+    listener.attempt(lambda on_connected: core_loop(route, on_connected))
     assert watch.reads == uses
     assert watch.calls == told
 
@@ -512,24 +530,21 @@ def test_auto_mode_polling_tries_the_route_again_and_listens_when_it_hears(
         return (len(tries) >= 3, f"try {len(tries)}")
 
     stop = threading.Event()
-    supervisor = ListenerSupervisor(
-        a_route,
-        stop,
-        mode=auto_mode(),
-        listen_works=listen_works,
-        retry_interval=0.05,
+    listener = Listener(
+        a_route, stop, Settings(mode="auto", listen_retry_interval=0.05)
     )
-    supervisor.route()
+    listener.tries = listen_works
+    listener.route()
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        supervisor.switch.to_polling("three checks failed", supervisor.route())
-        assert supervisor.mode.active == "poll"
+        listener.to_polling("three checks failed", listener.route())
+        assert listener.mode.active == "poll"
         [retry_thread] = retry_threads
         retry_thread.join(LOADED_MACHINE_WAIT)
         assert not retry_thread.is_alive(), "the retries never heard the route"
     stop.set()
-    assert supervisor.mode.active == "listen"
+    assert listener.mode.active == "listen"
     assert tries == ["pg-direct"] * 3
-    assert supervisor.mode.reason == "auto: the listener route hears Odoo again (try 3)"
+    assert listener.mode.reason == "auto: the listener route hears Odoo again (try 3)"
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in lines] == [logging.INFO, logging.INFO]
     assert "tries the listener route again every 0.05 s" in lines[0][1]
@@ -547,15 +562,12 @@ def test_polling_stops_trying_once_odoo_stops(retry_threads):
         return False, "deaf"
 
     stop = threading.Event()
-    supervisor = ListenerSupervisor(
-        a_route,
-        stop,
-        mode=auto_mode(),
-        listen_works=deaf,
-        retry_interval=0.05,
+    listener = Listener(
+        a_route, stop, Settings(mode="auto", listen_retry_interval=0.05)
     )
-    supervisor.route()
-    supervisor.switch.to_polling("deaf", supervisor.route())
+    listener.tries = deaf
+    listener.route()
+    listener.to_polling("deaf", listener.route())
     [retry_thread] = retry_threads
     # it keeps trying while Odoo runs...
     assert tried_twice.wait(LOADED_MACHINE_WAIT)
@@ -563,7 +575,7 @@ def test_polling_stops_trying_once_odoo_stops(retry_threads):
     # ...and its thread ends once Odoo stops: nothing can try again
     retry_thread.join(LOADED_MACHINE_WAIT)
     assert not retry_thread.is_alive(), "the retries go on after Odoo stopped"
-    assert supervisor.mode.active == "poll"
+    assert listener.mode.active == "poll"
 
 
 @pytest.fixture
@@ -577,6 +589,6 @@ def retry_threads(monkeypatch):
             super().start()
 
     monkeypatch.setattr(
-        auto_mode_module, "threading", types.SimpleNamespace(Thread=RecordedThread)
+        bus_module, "threading", types.SimpleNamespace(Thread=RecordedThread)
     )
     return started

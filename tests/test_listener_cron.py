@@ -14,9 +14,9 @@ import time
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener.cron import TriggerConnection, TriggerCursor
+from bus_alt_connection.lib.listener.cron import TriggerConnection
 from bus_alt_connection.lib.listener.watch import is_token
-from bus_alt_connection.lib.route.config import resolve_cron_route
+from bus_alt_connection.lib.route.config import Settings, resolve_cron_route
 from tools.notify_flood import flood
 from tools.tcp_proxy import TcpProxy
 
@@ -109,18 +109,17 @@ def trigger(sandbox):
     """Factory: (connection, cursor) on a route, LISTEN done as core does."""
     made = []
 
-    def make(port, timeout=HEARING_TIMEOUT, **options):
+    def make(port, timeout=HEARING_TIMEOUT, **settings):
         connection = TriggerConnection(
             cron_route(sandbox, port),
             "cron-test",
+            Settings(selfcheck_timeout=timeout, reconnect_max_delay=1.0, **settings),
             send_notify=lambda payload: notify(sandbox, "cron_trigger", payload),
             explain_deafness=lambda: "explained",
-            selfcheck_timeout=timeout,
-            max_delay=1.0,
-            **options,
+            fallback_execute=through_pgbouncer(sandbox),
         )
         connection.start()
-        cursor = TriggerCursor(connection, through_pgbouncer(sandbox))
+        cursor = connection  # core's cursor is the connection, as cr._cnx
         cursor.execute("SELECT pg_is_in_recovery()")
         in_recovery = cursor.fetchone()[0]
         cursor.execute("LISTEN cron_trigger")
@@ -170,9 +169,7 @@ def test_route_through_transaction_pooler_fails_the_self_check(
 def test_deaf_route_is_a_warning_when_expected(sandbox, trigger, caplog):
     """imdispatcher_mode = auto: a deaf route is a case the bus handles."""
     caplog.set_level(logging.INFO, LOGGER)
-    connection, _ = trigger(
-        sandbox.pgbouncer.port, timeout=1.0, deaf_level=logging.WARNING
-    )
+    connection, _ = trigger(sandbox.pgbouncer.port, timeout=1.0, mode="auto")
     assert wait_until(lambda: connection.watch.record.last_check_passed is not None)
     levels = [r.levelno for r in caplog.records if "check failed" in r.message]
     assert levels == [logging.WARNING]
@@ -218,7 +215,7 @@ def test_route_down_at_start_then_up(sandbox, trigger, caplog):
 def test_closed_connection_raises_like_psycopg2(sandbox, trigger):
     connection, _ = trigger(sandbox.postgres.port)
     connection.close()
-    assert connection.closed
+    assert connection.closed.is_set()
     with pytest.raises(psycopg2.InterfaceError):
         connection.poll()
 
@@ -239,16 +236,15 @@ def test_self_check_waits_for_cores_listen(sandbox, caplog):
     connection = TriggerConnection(
         cron_route(sandbox, sandbox.postgres.port),
         "cron-test",
+        Settings(selfcheck_timeout=HEARING_TIMEOUT),
         send_notify=lambda payload: notify(sandbox, "cron_trigger", payload),
-        selfcheck_timeout=HEARING_TIMEOUT,
+        fallback_execute=through_pgbouncer(sandbox),
     )
     connection.start()
     try:
         time.sleep(1.0)  # core is slow to send its LISTEN
         assert connection.watch.record.last_check_passed is None
-        TriggerCursor(connection, through_pgbouncer(sandbox)).execute(
-            "LISTEN cron_trigger"
-        )
+        connection.execute("LISTEN cron_trigger")
         assert wait_until(lambda: connection.watch.record.last_check_passed is not None)
         assert connection.watch.record.last_check_passed is True
     finally:

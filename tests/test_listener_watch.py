@@ -9,17 +9,19 @@ subscribed.
 import json
 import logging
 import threading
+import time
+import types
 
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.check.probe import route_facts
+from bus_alt_connection.lib.listener.round_trip import route_facts
 from bus_alt_connection.lib.listener.watch import (
-    ChannelProbe,
     ListenerWatch,
+    channel_probe,
     deafness_explanation,
 )
-from bus_alt_connection.lib.route.config import resolve_route
+from bus_alt_connection.lib.route.config import Settings, resolve_route
 
 LOGGER = "bus_alt_connection"
 
@@ -80,22 +82,36 @@ def notifier(params):
     return send
 
 
+def a_listener(stop=None, deaf=None, **settings):
+    """What a watch asks of its listener (a ListenerLife), played by the test:
+    ``deaf(detail, failures)`` as auto mode's."""
+    return types.SimpleNamespace(
+        subject="bus listener",
+        settings=Settings(**settings),
+        stop_event=stop or threading.Event(),
+        clock=time.monotonic,
+        new_probe=InstantProbe,
+        send_probe=lambda payload: None,
+        explain_deafness=lambda: "deaf",
+        interrupt=lambda connection: None,
+        polls_when_deaf=deaf is not None,
+        deaf=deaf,
+        deaf_level=logging.ERROR,
+        deaf_consequence="",
+    )
+
+
 def make_watch(sandbox, listen_params, interrupted, on_deaf=None):
     route = resolve_route({"imdispatcher_db_host": "listener-route"}, environ={})
     relay = Relay(listen_params)
-    watch = ListenerWatch(
-        "bus listener",
-        route,
-        new_probe=lambda: ChannelProbe(relay.subscribers),
-        send_notify=notifier(sandbox.pgbouncer.odoo_params()),
-        explain_deafness=lambda: deafness_explanation(
-            route_facts(listen_params), route_facts(sandbox.pgbouncer.odoo_params())
-        ),
-        interrupt_listener=interrupted.append,
-        stop_event=threading.Event(),
-        timeout=2,
-        on_deaf=on_deaf,
+    listener = a_listener(deaf=on_deaf, selfcheck_timeout=2)
+    listener.new_probe = lambda: channel_probe(relay.subscribers)
+    listener.send_probe = notifier(sandbox.pgbouncer.odoo_params())
+    listener.explain_deafness = lambda: deafness_explanation(
+        route_facts(listen_params), route_facts(sandbox.pgbouncer.odoo_params())
     )
+    listener.interrupt = interrupted.append
+    watch = ListenerWatch(listener, route)
     watch.listener_connected(relay.connection)
     return watch, relay
 
@@ -108,7 +124,7 @@ def test_self_check_passes_on_a_direct_route(sandbox, caplog):
             result = watch.check_once(after_connect=True)
     finally:
         relay.close()
-    assert result.ok
+    assert result
     assert "self-check passed" in caplog.text
     assert interrupted == []
 
@@ -122,7 +138,7 @@ def test_self_check_flags_a_transaction_pooler_once(sandbox, caplog):
             second = watch.check_once(after_connect=False)
     finally:
         relay.close()
-    assert not first.ok and not second.ok
+    assert not first and not second
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "transaction-mode pooler" in errors[0].getMessage()
@@ -134,13 +150,13 @@ def test_heartbeat_missed_interrupts_a_listener_that_heard(sandbox, caplog):
     interrupted = []
     watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), interrupted)
     try:
-        assert watch.check_once(after_connect=True).ok
+        assert watch.check_once(after_connect=True)
         relay.held = []  # the listener goes deaf
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             result = watch.check_once(after_connect=False)
     finally:
         relay.close()
-    assert not result.ok
+    assert not result
     assert interrupted == [relay.connection]
     assert "heartbeat missed" in caplog.text
 
@@ -149,9 +165,9 @@ def test_a_late_answer_to_an_earlier_check_passes_no_later_one(sandbox):
     """The first check's NOTIFY arrives only during the second check."""
     watch, relay = make_watch(sandbox, sandbox.postgres.odoo_params(), [])
     try:
-        assert watch.check_once(after_connect=True).ok
+        assert watch.check_once(after_connect=True)
         relay.held = []
-        assert not watch.check_once(after_connect=False).ok
+        assert not watch.check_once(after_connect=False)
         late = threading.Timer(0.5, lambda: relay.dispatch(relay.held[0]))
         late.start()
         second = watch.check_once(after_connect=False)
@@ -159,7 +175,7 @@ def test_a_late_answer_to_an_earlier_check_passes_no_later_one(sandbox):
     finally:
         relay.close()
     assert len(relay.held) == 2, "the second check's NOTIFY was not held"
-    assert not second.ok, "a stale answer passed the check"
+    assert not second, "a stale answer passed the check"
     assert relay.subscribers == {}, "a check left its probe subscribed"
 
 
@@ -179,10 +195,10 @@ def test_auto_mode_hears_every_failed_check_and_switches_when_told(sandbox):
     try:
         relay.held = []  # deaf
         for _check in range(2):
-            assert not watch.check_once(after_connect=True).ok
+            assert not watch.check_once(after_connect=True)
         assert (calls, interrupted) == ([1, 2], [])
         relay.held = None  # hears again: the count starts over
-        assert watch.check_once(after_connect=False).ok
+        assert watch.check_once(after_connect=False)
         relay.held = []
         for _check in range(3):
             watch.check_once(after_connect=False)
@@ -199,7 +215,7 @@ def test_unsendable_notify_is_no_verdict(sandbox):
     def broken(payload):
         raise psycopg2.OperationalError("connection refused")
 
-    watch._send_notify = broken
+    watch.listener.send_probe = broken
     assert watch.check_once(after_connect=True) is None
 
 
@@ -240,31 +256,21 @@ class InstantProbe:
     def __exit__(self, *exc_info):
         return False
 
-    def payload(self):
-        return "payload"
+    payload = "payload"
 
     def wait(self, timeout):
         return True
 
 
-def bare_watch(stop, **kwargs):
+def bare_watch(stop, **settings):
     route = resolve_route({"imdispatcher_db_host": "listener-route"}, environ={})
-    return ListenerWatch(
-        "bus listener",
-        route,
-        new_probe=InstantProbe,
-        send_notify=lambda payload: None,
-        explain_deafness=lambda: "deaf",
-        interrupt_listener=lambda connection: None,
-        stop_event=stop,
-        **kwargs,
-    )
+    return ListenerWatch(a_listener(stop, **settings), route)
 
 
 def test_an_unexpected_error_in_a_check_does_not_end_the_watch(caplog):
     InstantProbe.failures = 3
     stop = threading.Event()
-    watch = bare_watch(stop, interval=0.05, timeout=0.05)
+    watch = bare_watch(stop, heartbeat_interval=0.05, selfcheck_timeout=0.05)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         watch.start("test.watch")
         watch.listener_connected(object())
@@ -285,7 +291,7 @@ def test_an_unexpected_error_in_a_check_does_not_end_the_watch(caplog):
 
 def test_a_watch_whose_thread_ended_is_stalled():
     stop = threading.Event()
-    watch = bare_watch(stop, interval=0.05, timeout=5.0)
+    watch = bare_watch(stop, heartbeat_interval=0.05, selfcheck_timeout=5.0)
     watch.start("test.watch")
     stop.set()
     watch._thread.join(30)

@@ -9,7 +9,7 @@ import pytest
 from tools.odoo_harness import OdooServer
 
 from .conftest import safe_name
-from .test_check_setup import closed_port
+from .test_check_steps import closed_port
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import pytest
 
 from bus_alt_connection.lib.route.config import (
     BUS_DATABASE,
-    RouteConfigError,
+    OptionError,
     cron_redirect_enabled,
+    read_settings,
     resolve_cron_route,
     resolve_route,
-    resolve_setting_values,
 )
 from bus_alt_connection.lib.route.connection import listener_params
 
@@ -112,16 +112,16 @@ def test_empty_environment_value_is_ignored():
 
 
 def resolve_settings(config, environ):
-    values, refused = resolve_setting_values(config, environ)
-    assert refused == []
-    return {name: route_value.value for name, route_value in values.items()}
+    settings = read_settings(config, environ)
+    assert settings.refused == ()
+    return {name: value.value for name, value in settings.values.items()}
 
 
 def refusals(config, environ=None):
-    """({name: value}, [message of each refused value])."""
-    values, refused = resolve_setting_values(config, environ or {})
-    settings = {name: route_value.value for name, route_value in values.items()}
-    return settings, [str(error) for error in refused]
+    """({name: value as given}, [message of each refused value])."""
+    settings = read_settings(config, environ or {})
+    values = {name: value.value for name, value in settings.values.items()}
+    return values, [str(error) for error in settings.refused]
 
 
 def test_heartbeat_zero_means_off():
@@ -143,7 +143,7 @@ def test_heartbeat_zero_means_off():
     ],
 )
 def test_bad_value_names_option_value_and_source(option, value, expected_words):
-    with pytest.raises(RouteConfigError) as raised:
+    with pytest.raises(OptionError) as raised:
         resolve_route(config(**{option: value}), environ={})
     message = str(raised.value)
     assert message.startswith(f"{option} = {value!r} (config {option})")
@@ -152,13 +152,13 @@ def test_bad_value_names_option_value_and_source(option, value, expected_words):
 
 
 def test_bad_environment_value_names_the_variable():
-    with pytest.raises(RouteConfigError) as raised:
+    with pytest.raises(OptionError) as raised:
         resolve_route(config(), environ={"ODOO_IMDISPATCHER_DB_PORT": "abc"})
     assert "(env ODOO_IMDISPATCHER_DB_PORT)" in str(raised.value)
 
 
 def test_bad_fallback_value_names_the_odoo_option():
-    with pytest.raises(RouteConfigError) as raised:
+    with pytest.raises(OptionError) as raised:
         resolve_route(config(db_sslmode="bogus"), environ={})
     assert "fallback to config db_sslmode" in str(raised.value)
 
@@ -178,7 +178,7 @@ def test_host_list_with_matching_ports_for_failover():
 
 
 def test_port_list_must_match_host_list():
-    with pytest.raises(RouteConfigError) as raised:
+    with pytest.raises(OptionError) as raised:
         resolve_route(
             config(imdispatcher_db_host="a,b", imdispatcher_db_port="1,2,3"),
             environ={},
@@ -229,9 +229,9 @@ def test_cron_options_override_the_bus_route_env_first():
 
 
 def test_cron_route_bad_value_names_the_cron_option():
-    with pytest.raises(RouteConfigError, match=r"cron_db_port = 'abc' \(config"):
+    with pytest.raises(OptionError, match=r"cron_db_port = 'abc' \(config"):
         resolve_cron_route(config(cron_db_port="abc"), environ={})
-    with pytest.raises(RouteConfigError, match="cron_db_port"):
+    with pytest.raises(OptionError, match="cron_db_port"):
         resolve_cron_route(config(cron_db_host="a,b,c", cron_db_port="1,2"), environ={})
 
 
@@ -254,7 +254,7 @@ def test_cron_redirect_switch(options, environ, expected):
 
 
 def test_cron_redirect_switch_rejects_nonsense():
-    with pytest.raises(RouteConfigError, match="cron_trigger_redirect = 'maybe'"):
+    with pytest.raises(OptionError, match="cron_trigger_redirect = 'maybe'"):
         cron_redirect_enabled(config(cron_trigger_redirect="maybe"), {})
 
 
@@ -264,15 +264,17 @@ def test_mode_and_poll_interval_defaults():
 
 
 def test_mode_and_poll_interval_from_config_and_environment():
-    values, _refused = resolve_setting_values(
+    settings = read_settings(
         {"imdispatcher_mode": "poll", "imdispatcher_poll_interval": "100"},
         environ={"ODOO_IMDISPATCHER_MODE": "auto"},
     )
+    values = settings.values
     assert (values["mode"].value, values["mode"].source) == (
         "auto",
         "env ODOO_IMDISPATCHER_MODE",
     )
     assert values["poll_interval"].value == 100
+    assert (settings.mode, settings.poll_interval) == ("auto", 0.1), "in seconds"
 
 
 @pytest.mark.parametrize(
@@ -303,7 +305,7 @@ def test_bad_mode_or_interval_names_the_option(option, value, expected_words):
 
 def test_one_bad_setting_falls_back_alone():
     """A typo in one option must not reset imdispatcher_mode = poll."""
-    values, refused = resolve_setting_values(
+    settings = read_settings(
         {
             "imdispatcher_mode": "poll",
             "imdispatcher_poll_interval": "100",
@@ -311,7 +313,8 @@ def test_one_bad_setting_falls_back_alone():
         },
         environ={},
     )
-    assert [error.option for error in refused] == ["imdispatcher_reconnect_max_delay"]
+    values = settings.values
+    assert [e.option for e in settings.refused] == ["imdispatcher_reconnect_max_delay"]
     assert (values["mode"].value, values["poll_interval"].value) == ("poll", 100)
     assert values["reconnect_max_delay"].value == 30.0
     assert values["reconnect_max_delay"].source == (
@@ -391,7 +394,7 @@ def test_sane_numbers_are_taken(option, value, expected):
 )
 def test_port_takes_ascii_digits_only(port):
     """``str.isdigit`` says yes to these; libpq and int() do not."""
-    with pytest.raises(RouteConfigError) as raised:
+    with pytest.raises(OptionError) as raised:
         resolve_route(config(imdispatcher_db_port=port), environ={})
     assert str(raised.value).startswith(f"imdispatcher_db_port = {port!r}")
     assert "not a TCP port number" in str(raised.value)
@@ -407,7 +410,7 @@ def test_host_list_items_are_trimmed():
 
 
 def test_host_list_with_an_empty_item_is_refused():
-    with pytest.raises(RouteConfigError, match="imdispatcher_db_host = 'pg1,,pg2'"):
+    with pytest.raises(OptionError, match="imdispatcher_db_host = 'pg1,,pg2'"):
         resolve_route(config(imdispatcher_db_host="pg1,,pg2"), environ={})
 
 

@@ -6,15 +6,17 @@ and so do the messages of a real run whose connects fail.
 """
 
 import logging
+import time
 
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.listener.bus import ListenerSupervisor
-from bus_alt_connection.lib.listener.cron import TriggerConnection, TriggerCursor
+from bus_alt_connection.lib.listener.bus import BusListener
+from bus_alt_connection.lib.listener.cron import TriggerConnection
 from bus_alt_connection.lib.route.config import (
     ROUTE_OPTIONS,
-    RouteConfigError,
+    OptionError,
+    Settings,
     resolve_cron_route,
     resolve_route,
 )
@@ -61,7 +63,7 @@ def test_route_objects_mask_the_password(environ_password):
 
 def test_a_bad_secret_value_is_masked_in_the_error():
     password = next(option for option in ROUTE_OPTIONS if option.secret)
-    error = RouteConfigError(
+    error = OptionError(
         password.option, SECRET, "config", "is wrong", "fix it", secret=True
     )
     assert SECRET not in str(error)
@@ -84,13 +86,17 @@ def failed_connect_logs(sandbox, caplog, route):
     stop = type(
         "Stop", (), {"wait": lambda self, t: True, "is_set": lambda self: False}
     )
-    supervisor = ListenerSupervisor(lambda: route, stop())
+    listener = BusListener(Settings(), lambda: route, stop())
     for _ in range(3):
-        supervisor.run_attempt(core_loop, lambda: None)
-    texts.append(repr(supervisor.state))
-    trigger = TriggerConnection(route, "cron-secret", max_delay=0.1)
+        listener.run_once(listen=core_loop, poll=None)
+    texts.append(repr(listener.state))
+    trigger = TriggerConnection(route, "cron-secret", Settings(reconnect_max_delay=0.1))
     trigger.start()
-    TriggerCursor(trigger, lambda query, params: []).execute("LISTEN cron_trigger")
+    trigger.execute("LISTEN cron_trigger")
+    for _ in range(300):
+        if trigger.state.failed_attempts:
+            break
+        time.sleep(0.1)
     trigger.close()
     texts.append(repr(vars(trigger)))
     texts += [record.getMessage() for record in caplog.records]

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus_alt_connection.lib.listener.auto_mode import ModeState
 from bus_alt_connection.lib.listener.engine import ListenerState
 from bus_alt_connection.lib.listener.watch import CheckResult, ListenerWatch
-from bus_alt_connection.lib.route.config import RouteConfigError, resolve_route
+from bus_alt_connection.lib.route.config import OptionError, resolve_route
 from bus_alt_connection.lib.status.metrics import (
     address_allowed,
     address_to_judge,
@@ -238,7 +238,7 @@ def test_a_request_without_an_address_is_judged_by_none():
 
 
 def test_a_bad_allow_list_names_the_option():
-    with pytest.raises(RouteConfigError) as raised:
+    with pytest.raises(OptionError) as raised:
         parse_allow("127.0.0.1,localhost")
     assert "bus_alt_connection_metrics_allow" in str(raised.value)
     assert "'localhost'" in str(raised.value)

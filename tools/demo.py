@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from bus_alt_connection.lib.check.probe import notify_roundtrip
+from bus_alt_connection.lib.listener.round_trip import notify_roundtrip
 from bus_alt_connection.lib.route.config import resolve_route
 from bus_alt_connection.lib.route.connection import listener_params
 
@@ -62,7 +62,9 @@ def listener_rows(sandbox):
             count=COUNT,
             timeout=3,
         )
-        rows.append((label, route.describe(), result.sent, result.received, with_route))
+        rows.append(
+            (label, route.describe(), result["sent"], result["received"], with_route)
+        )
     return rows
 
 

@@ -14,7 +14,7 @@ from odoo.tools import config
 from odoo.addons.bus_alt_connection.lib.check.report import (  # pylint: disable=odoo-addons-relative-import
     emit,
 )
-from odoo.addons.bus_alt_connection.lib.check.setup import (  # pylint: disable=odoo-addons-relative-import
+from odoo.addons.bus_alt_connection.lib.check.steps import (  # pylint: disable=odoo-addons-relative-import
     check_setup,
 )
 

@@ -3,8 +3,8 @@
 Three small patches, each a no-op unless the current thread (or greenlet,
 in the gevent worker) is the bus dispatcher starting its LISTEN connection:
 
-* ``ImDispatch.loop`` hands every attempt of core's loop to the
-  ``ListenerSupervisor`` (retry policy, logs, catch-up);
+* ``ImDispatch.loop`` hands every call of core's loop to
+  ``BusListener.run_once`` (``lib/listener/bus.py``: the listener's life);
 * ``sql_db.db_connect('postgres')``, called once by core's loop, returns a
   connection whose cursor refuses a standby (where LISTEN fails) and
   reports when ``LISTEN imbus`` is committed;
@@ -28,22 +28,17 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from ..lib.check.probe import NOTIFY_SQL, read_server_facts, route_facts, route_hears
 from ..lib.listener import listen_request
-from ..lib.listener.auto_mode import ModeState
-from ..lib.listener.bus import LISTENER_TEXTS, ListenerSupervisor
-from ..lib.listener.watch import ChannelProbe, ListenerWatch, deafness_explanation
-from ..lib.route.config import (
-    BUS_DATABASE,
-    resolve_route,
-    resolve_setting_values,
+from ..lib.listener.bus import BusListener
+from ..lib.listener.round_trip import (
+    notify_function,
+    notify_sql,
+    read_server_facts,
+    route_facts,
 )
-from ..lib.route.connection import (
-    first_line,
-    interrupt_connection,
-    listener_params,
-    refuse_standby,
-)
+from ..lib.listener.watch import channel_probe, deafness_explanation
+from ..lib.route.config import BUS_DATABASE, resolve_route
+from ..lib.route.connection import first_line, listener_params, refuse_standby
 from .bus_polling import (
     DispatcherPoller,
     db_host_answers,
@@ -56,12 +51,32 @@ _logger = logging.getLogger(__name__)
 _this_thread = threading.local()
 #: the kind of listen_request this glue arms
 LISTEN_REQUEST = "bus"
+#: as core: ODOO_NOTIFY_FUNCTION is read once, at start
+NOTIFY_SQL = notify_sql(notify_function())
 
 
-class _ListenerTarget:
-    def __init__(self, route, on_listening):
-        self.route = route
-        self.on_listening = on_listening
+class OdooBusListener(BusListener):
+    """The bus listener, told how Odoo sends a NOTIFY and wakes websockets."""
+
+    dispatcher = None  # core's ImDispatch, from its first loop
+
+    def send_notify(self, channel, payload):
+        notify_through_db_host(payload, channel)
+
+    def new_probe(self):
+        return channel_probe(self.dispatcher._channels_to_ws)
+
+    def explain_deafness(self):
+        return explain_deafness(self._route)
+
+    def catch_up(self):
+        wake_all_websockets(self.dispatcher)
+
+    def db_host_answers(self):
+        return db_host_answers()
+
+    def describe_db_host(self):
+        return describe_db_host()
 
 
 class _ListenerCursor:
@@ -89,22 +104,21 @@ class _ListenerCursor:
         return result
 
 
-class _ListenerConnection:
-    def __init__(self, connection, on_listening):
-        self._connection = connection
-        self._on_listening = on_listening
+def _listening_connection(connection, on_listening):
+    """Core's connection, whose cursor refuses a standby and reports LISTEN."""
+    core_cursor = connection.cursor
 
-    def __getattr__(self, name):
-        return getattr(self._connection, name)
-
-    def cursor(self, *args, **kwargs):
-        cursor = self._connection.cursor(*args, **kwargs)
+    def cursor(*args, **kwargs):
+        cr = core_cursor(*args, **kwargs)
         try:
-            refuse_standby(cursor._cnx)
+            refuse_standby(cr._cnx)
         except Exception:
-            cursor.close()
+            cr.close()
             raise
-        return _ListenerCursor(cursor, self._on_listening)
+        return _ListenerCursor(cr, on_listening)
+
+    connection.cursor = cursor
+    return connection
 
 
 class ChannelMap(dict):
@@ -131,12 +145,13 @@ def _patched_db_connect(original):
         request = listen_request.take(LISTEN_REQUEST, to)
         if request is None:
             return original(to, *args, **kwargs)
-        _this_thread.route = request.route
+        route, on_listening = request
+        _this_thread.route = route
         try:
             connection = original(to, *args, **kwargs)
         finally:
             _this_thread.route = None
-        return _ListenerConnection(connection, request.on_listening)
+        return _listening_connection(connection, on_listening)
 
     return db_connect
 
@@ -156,9 +171,7 @@ def _patched_connection_info_for(original):
 
 
 def _run_core_loop_on_route(core_loop, dispatcher, route, on_listening):
-    request = listen_request.ListenRequest(
-        _ListenerTarget(route, on_listening), _report_route_unused
-    )
+    request = listen_request.ListenRequest((route, on_listening), _report_route_unused)
     listen_request.arm(LISTEN_REQUEST, request)
     try:
         core_loop(dispatcher)
@@ -196,72 +209,35 @@ def explain_deafness(route):
     return deafness_explanation(ours, theirs)
 
 
-def start_watch(dispatcher, route, settings, on_deaf=None):
-    """Start the bus listener's watch; its probes subscribe like websockets."""
-    return ListenerWatch(
-        LISTENER_TEXTS.subject,
-        route,
-        new_probe=lambda: ChannelProbe(dispatcher._channels_to_ws),
-        send_notify=notify_through_db_host,
-        explain_deafness=lambda: explain_deafness(route),
-        interrupt_listener=interrupt_connection,
-        stop_event=core_bus.stop_event,
-        interval=settings["heartbeat_interval"] or None,
-        timeout=settings["selfcheck_timeout"],
-        on_deaf=on_deaf,
-    ).start("bus_alt_connection.watch")
-
-
-def installed_supervisor():
-    """The ListenerSupervisor of this process, or None if not patched."""
+def installed_listener():
+    """The BusListener of this process, or None if not patched."""
     return getattr(core_bus.ImDispatch.loop, "bus_alt_connection", None)
 
 
-def install(settings=None, mode=None):
-    """Patch core once per process; return the listener supervisor."""
-    installed = installed_supervisor()
+def install(settings):
+    """Patch core once per process; return the bus listener."""
+    installed = installed_listener()
     if installed is not None:
         return installed
-    if settings is None or mode is None:
-        settings, mode = settings_or_defaults()
-    supervisor = ListenerSupervisor(
-        resolve_route=lambda: resolve_route(config),
-        stop_event=core_bus.stop_event,
-        max_delay=settings["reconnect_max_delay"],
-        mode=mode,
-        db_host_works=db_host_answers,
-        listen_works=functools.partial(
-            listen_works, timeout=settings["selfcheck_timeout"]
-        ),
-        retry_interval=settings["listen_retry_interval"],
+    listener = OdooBusListener(
+        settings, lambda: resolve_route(config), core_bus.stop_event
     )
     core_loop = core_bus.ImDispatch.loop
     pollers = {}
 
     def loop(self):
-        if supervisor.mode.active == "poll":
-            poller = pollers.get(self) or pollers.setdefault(
-                self, DispatcherPoller(self, supervisor, settings["poll_interval"])
-            )
-            supervisor.poller.run(
-                poller.run,
-                catch_up=lambda: wake_all_websockets(self),
-                describe=describe_db_host(),
-            )
-            return
-        route = supervisor.route()
-        if route is not None and supervisor.watch is None:
-            supervisor.watch = start_watch(
-                self, route, settings, on_deaf=_on_deaf(supervisor, route)
-            )
-        supervisor.run_attempt(
-            lambda route, on_listening: _run_core_loop_on_route(
+        listener.dispatcher = self
+        poller = pollers.get(self) or pollers.setdefault(
+            self, DispatcherPoller(self, listener)
+        )
+        listener.run_once(
+            listen=lambda route, on_listening: _run_core_loop_on_route(
                 core_loop, self, route, on_listening
             ),
-            catch_up=lambda: wake_all_websockets(self),
+            poll=poller.run,
         )
 
-    loop.bus_alt_connection = supervisor
+    loop.bus_alt_connection = listener
     loop.__doc__ = core_loop.__doc__
     sql_db.db_connect = _patched_db_connect(sql_db.db_connect)
     sql_db.connection_info_for = _patched_connection_info_for(
@@ -269,53 +245,6 @@ def install(settings=None, mode=None):
     )
     core_bus.ImDispatch.loop = loop
     core_bus.dispatch._channels_to_ws = ChannelMap(core_bus.dispatch._channels_to_ws)
-    if mode.active == "listen":
-        supervisor.route()  # report configuration problems at start-up
-    return supervisor
-
-
-def _on_deaf(supervisor, route):
-    """auto mode: enough failed checks in a row switch to polling."""
-    if supervisor.mode.configured != "auto":
-        return None
-    return supervisor.switch.on_failed_check(route, supervisor.mode.failed_checks)
-
-
-def listen_works(route, timeout):
-    """(True, detail) when a NOTIFY sent as core sends it reaches a LISTEN
-    on ``route``; auto mode tries this while it polls."""
-    try:
-        elapsed = route_hears(
-            listener_params(route),
-            lambda channel, payload: notify_through_db_host(payload, channel=channel),
-            timeout,
-        )
-    except Exception as error:
-        return False, first_line(error)
-    if elapsed is None:
-        return False, f"nothing arrived within {timeout:g} s"
-    return True, f"a NOTIFY through db_host arrived in {elapsed:.0f} ms"
-
-
-def settings_or_defaults():
-    """(settings, ModeState); a bad value falls back alone to its default,
-    with one ERROR naming it."""
-    values, refused = resolve_setting_values(config)
-    for error in refused:
-        _logger.error(
-            "bus_alt_connection: %s; using its default (%s) meanwhile, the "
-            "other options stand.",
-            error,
-            values[error.option.removeprefix("imdispatcher_")].value,
-        )
-    settings = {name: value.value for name, value in values.items()}
-    configured = settings["mode"]
-    mode = ModeState(
-        configured=configured,
-        configured_source=values["mode"].source,
-        active="poll" if configured == "poll" else "listen",
-        reason=f"configured ({values['mode'].source})",
-        poll_interval=settings["poll_interval"] / 1000,
-        failed_checks=settings["auto_failed_checks"],
-    )
-    return settings, mode
+    if listener.mode.active == "listen":
+        listener.route()  # report configuration problems at start-up
+    return listener

@@ -22,7 +22,7 @@ from odoo.tools import config
 from odoo.addons.bus.models import bus as core_bus
 
 from ..lib.bounded_polls import BoundedPolls
-from ..lib.listener.watch import ChannelProbe
+from ..lib.listener.watch import Probe
 from ..lib.polling import BusTracker
 from ..lib.route.config import describe_endpoint, odoo_db_params
 from ..lib.route.connection import first_line
@@ -58,14 +58,14 @@ def subscribed_databases(channel_map):
         for channel, subscribed in list(channel_map.items())
         if isinstance(channel, tuple)
         and channel
-        and any(not isinstance(ws, ChannelProbe) for ws in subscribed)
+        and any(not isinstance(ws, Probe) for ws in subscribed)
     }
 
 
 def wake(websockets):
     """Make websockets read their notifications; the watch's probes excluded."""
     for websocket in set(websockets):
-        if not isinstance(websocket, ChannelProbe):
+        if not isinstance(websocket, Probe):
             websocket.trigger_notification_dispatching()
 
 
@@ -93,10 +93,9 @@ def wake_all_websockets(dispatcher):
 class DispatcherPoller:
     """The poll loop of one process; its trackers outlive failed polls."""
 
-    def __init__(self, dispatcher, supervisor, interval_ms):
+    def __init__(self, dispatcher, listener):
         self.dispatcher = dispatcher
-        self.supervisor = supervisor
-        self.interval = interval_ms / 1000
+        self.listener = listener
         self.trackers = {}
         self._warned = set()
         self.polls = BoundedPolls(self._poll_database)
@@ -104,15 +103,13 @@ class DispatcherPoller:
     def run(self, on_polling):
         """Poll until Odoo stops or auto mode listens again; raises when a
         poll fails (db_host down)."""
-        first = True
-        while (
-            not core_bus.stop_event.is_set() and self.supervisor.mode.active == "poll"
-        ):
-            self.supervisor.poller.polled(self.poll_round())
+        listener, first = self.listener, True
+        while not listener.stop_event.is_set() and listener.mode.active == "poll":
+            listener.polled(self.poll_round())
             if first:
                 first = False
                 on_polling()
-            core_bus.stop_event.wait(self.interval)
+            listener.stop_event.wait(listener.settings.poll_interval)
         # listening from now on: a later switch to polling starts afresh
         self.trackers.clear()
 

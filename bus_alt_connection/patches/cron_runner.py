@@ -3,9 +3,10 @@
 Core's cron loop runs unchanged. Core's runners (``ThreadedServer.cron_thread``,
 ``WorkerCron.start``) are wrapped to arm a one-shot ``listen_request`` in
 their thread: their first ``sql_db.db_connect('postgres')`` returns a
-``TriggerConnectionFactory``; every other ``db_connect`` of a cron thread or
-worker (job transactions, the database list, the bus NOTIFY a job sends)
-keeps Odoo's ``db_*`` route. When core's runner recycles its connection
+``TriggerConnectionFactory``, whose ``cursor()`` is a ``TriggerConnection``;
+every other ``db_connect`` of a cron thread or worker (job transactions,
+the database list, the bus NOTIFY a job sends) keeps Odoo's ``db_*`` route.
+When core's runner recycles its connection
 (19.0's ``limit_time_worker_cron``), closing it arms the request again.
 If a runner opens its LISTEN some other way, one ERROR says so.
 """
@@ -21,10 +22,10 @@ from odoo.service import server
 from odoo.tools import config
 
 from ..lib.listener import listen_request
-from ..lib.listener.cron import CRON_CHANNEL, TriggerConnection, TriggerCursor
+from ..lib.listener.cron import CRON_CHANNEL, TriggerConnection
 from ..lib.route.config import (
     BUS_DATABASE,
-    RouteConfigError,
+    OptionError,
     cron_redirect_enabled,
     resolve_cron_route,
 )
@@ -68,11 +69,9 @@ _report_missed = listen_request.error_once(
 class TriggerConnectionFactory:
     """Stands for core's ``Connection`` object: ``cursor()`` is all it needs."""
 
-    def __init__(self, route, settings, original_db_connect, mode=None):
+    def __init__(self, route, settings, original_db_connect):
         self._route = route
         self._settings = settings
-        auto = mode is not None and mode.configured == "auto"
-        self._deaf_level = logging.WARNING if auto else logging.ERROR
         self._db_connect = original_db_connect
         self._connections = weakref.WeakSet()
         self._connections_lock = threading.Lock()
@@ -81,23 +80,21 @@ class TriggerConnectionFactory:
         connection = TriggerConnection(
             self._route,
             runner_name(),
+            self._settings,
             send_notify=functools.partial(notify_through_db_host, channel=CRON_CHANNEL),
             explain_deafness=functools.partial(explain_deafness, self._route),
-            selfcheck_timeout=self._settings["selfcheck_timeout"],
-            heartbeat_interval=self._settings["heartbeat_interval"] or None,
-            max_delay=self._settings["reconnect_max_delay"],
-            deaf_level=self._deaf_level,
+            fallback_execute=self._execute_through_db_host,
             on_close=rearm_if_in_runner,
         )
         connection.start()
         with self._connections_lock:
             self._connections.add(connection)
-        return TriggerCursor(connection, self._execute_through_db_host)
+        return connection
 
     def connections(self):
         """The trigger connections of this process still in use (metrics)."""
         with self._connections_lock:
-            return [c for c in self._connections if not c.closed]
+            return [c for c in self._connections if not c.closed.is_set()]
 
     def _execute_through_db_host(self, query, params):
         with self._db_connect(BUS_DATABASE).cursor() as cr:
@@ -148,7 +145,7 @@ def installed_factory():
     return getattr(getattr(cls, name), "bus_alt_connection_cron", None)
 
 
-def install(settings, mode=None):
+def install(settings):
     """Redirect the cron runners' trigger LISTEN, once per process."""
     if installed_factory() is not None:
         return
@@ -160,11 +157,9 @@ def install(settings, mode=None):
             )
             return
         route = resolve_cron_route(config)
-    except RouteConfigError as error:
+    except OptionError as error:
         # the bus listener has reported its own route's bad value already
-        reported = error.option.startswith("imdispatcher_") and (
-            mode is None or mode.active == "listen"
-        )
+        reported = error.option.startswith("imdispatcher_") and settings.mode != "poll"
         _logger.log(
             logging.WARNING if reported else logging.ERROR,
             "bus_alt_connection: cron triggers are not redirected: %s. Cron "
@@ -180,10 +175,10 @@ def install(settings, mode=None):
             "through db_host, as in core. Behind a transaction-mode pooler "
             "triggered jobs then start at core's polling round (about a "
             "minute).",
-            mode.configured if mode is not None else "listen",
+            settings.mode,
         )
         return
-    factory = TriggerConnectionFactory(route, settings, sql_db.db_connect, mode)
+    factory = TriggerConnectionFactory(route, settings, sql_db.db_connect)
     sql_db.db_connect = _patched_db_connect(sql_db.db_connect)
     for cls, name in CRON_RUNNERS:
         setattr(cls, name, _armed_runner(getattr(cls, name), factory))

@@ -5,7 +5,7 @@ import configparser
 import os
 
 from .report import emit
-from .setup import check_setup
+from .steps import check_setup
 
 
 def read_config_file(path):

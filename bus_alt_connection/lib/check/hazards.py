@@ -1,6 +1,6 @@
 """What else can make the listener hear nothing, or cut it: for the check.
 
-Plain Python (psycopg2). The round trip of the check (``setup.py``) proves that a
+Plain Python (psycopg2). The round trip of the check (``steps.py``) proves that a
 NOTIFY reaches the route now; these findings are about what breaks it
 later or elsewhere: a session timeout that cuts an idle listener, a pooler
 that closes idle clients, a replica route (LISTEN is refused on a standby),

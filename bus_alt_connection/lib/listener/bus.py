@@ -1,138 +1,247 @@
-"""The bus listener: core's dispatcher loop, run on the listener route.
+"""The bus listener: core's dispatcher loop on the listener route, or polls.
 
-Plain Python. The Odoo glue hands each attempt of core's dispatcher loop
-to ``ListenerSupervisor.run_attempt`` (and, when the bus polls, each run of
-the poll loop to its ``PollerSupervisor``); the listener engine decides what is
-logged and how long to wait before the next attempt; once the listener is
-back, the websockets are woken to catch up.
+Plain Python. Core's ``ImDispatch.run`` calls ``ImDispatch.loop`` again
+and again; the Odoo glue hands each call to ``BusListener.run_once``,
+which reads top to bottom:
+
+* listen (``imdispatcher_mode`` listen, or auto while the route works):
+  core's loop runs with its LISTEN connection on the listener route; the
+  watch self-checks it after each connect and heartbeats after that; when
+  it fails, the life (``life.py``) logs and waits, and core calls again;
+* poll (``imdispatcher_mode`` poll, or auto while the route cannot work):
+  the glue's poll loop reads new ``bus.bus`` rows through db_host;
+* auto: the bus polls after ``imdispatcher_auto_failed_checks`` failed
+  connects in a row while db_host answers, or as many failed checks, or at
+  once when the route's configuration cannot work; while it polls, it tries
+  the route every ``imdispatcher_listen_retry_interval`` seconds and
+  listens again as soon as a NOTIFY sent through db_host reaches it.
+
+Either way, once connected the websockets are woken to read what they
+missed. The glue subclasses ``BusListener`` to say how Odoo sends a NOTIFY,
+wakes websockets and subscribes the watch's probe.
 """
 
+import dataclasses
 import logging
-import random
-import time
+import threading
 
-from ..route.config import BUS_DATABASE, RouteConfigError
-from ..route.connection import diagnose_connection_error, first_line
-from .auto_mode import LISTEN_RETRY_INTERVAL, ModeState, ModeSwitch
-from .engine import ListenerEngine, ListenerTexts
-from .retry import MAX_RETRY_DELAY
+from ..route.config import BUS_DATABASE, DIRECT_ROUTE_HINT, OptionError
+from ..route.connection import diagnose_connection_error, first_line, listener_params
+from .life import ListenerLife
+from .round_trip import route_hears
+from .watch import ListenerWatch
 
 _logger = logging.getLogger(__name__)
 
 #: How long the dispatcher idles between checks when the route is unusable.
 IDLE_WAIT = 3600.0
-LISTENER_TEXTS = ListenerTexts("bus listener", "waking the websockets to catch up")
-POLLER_TEXTS = ListenerTexts("bus poller", "waking the websockets to catch up")
+LISTEN_BACK_HINT = f"for LISTEN, {DIRECT_ROUTE_HINT} (check with odoo-bin bus_check)"
 
 
-def report_route(route, mode):
-    """Say what an operator must know about the route before it connects."""
-    # in auto mode the self-check finds out whether db_host can listen
-    if not route.configured and mode.configured == "listen":
-        _logger.warning(
-            "bus_alt_connection is loaded but no imdispatcher_db_* option "
-            "is set: the bus still listens through db_host (%s). Behind "
-            "a transaction-mode pooler such as PgBouncer it receives "
-            "nothing; set imdispatcher_db_host and imdispatcher_db_port "
-            "to a direct PostgreSQL route.",
-            route.describe(),
+@dataclasses.dataclass
+class ModeState:
+    """Which way the bus learns about new notifications, and why."""
+
+    configured: str = "listen"
+    configured_source: str = "default"
+    #: "listen" or "poll"
+    active: str = "listen"
+    reason: str = "configured"
+
+
+class BusListener(ListenerLife):
+    """The bus dispatcher's listener (or poller) of one process."""
+
+    catch_up_text = "waking the websockets to catch up"
+
+    def __init__(self, settings, resolve_route, stop_event, **life_options):
+        """:param resolve_route: returns the listener route, or raises
+        OptionError"""
+        source = settings.values["mode"].source if settings.values else "default"
+        self.mode = ModeState(
+            configured=settings.mode,
+            configured_source=source,
+            active="poll" if settings.mode == "poll" else "listen",
+            reason=f"configured ({source})",
         )
-    if route.name != BUS_DATABASE:
-        _logger.info(
-            "bus_alt_connection: the listener uses database %r (%s); "
-            "Odoo sends bus notifications to database %r through "
-            "db_host, so %r must reach that same database (e.g. a "
-            "session-mode PgBouncer alias of %r) or nothing arrives.",
-            route.name,
-            route.source("name"),
-            BUS_DATABASE,
-            route.name,
-            BUS_DATABASE,
-        )
-
-
-class ListenerSupervisor:
-    """Runs attempts of core's dispatcher loop on the listener route."""
-
-    def __init__(
-        self,
-        resolve_route,
-        stop_event,
-        clock=time.monotonic,
-        rng=random.random,
-        max_delay=MAX_RETRY_DELAY,
-        mode=None,
-        db_host_works=None,
-        listen_works=None,
-        retry_interval=LISTEN_RETRY_INTERVAL,
-    ):
-        """:param mode: a ModeState (listen, as configured, by default)
-        :param db_host_works: auto mode: returns whether Odoo's own route
-            answers, before polling for a listener route that fails
-        :param listen_works: auto mode: ``listen_works(route)`` returns
-            (True, detail) when a NOTIFY through db_host reaches a LISTEN on
-            the route; tried every ``retry_interval`` seconds while polling
-        """
         self._resolve_route = resolve_route
-        self._stop_event = stop_event
-        self._engine_options = {"clock": clock, "rng": rng, "max_delay": max_delay}
         self._route = None
         self._route_error_logged = False
-        self._db_host_works = db_host_works or (lambda: True)
-        self.mode = mode or ModeState()
-        self.switch = ModeSwitch(
-            self.mode, stop_event, self._start_afresh, listen_works, retry_interval
-        )
-        self._start_afresh()
-
-    def _start_afresh(self):
-        """New state after a mode switch; the listening watch ends."""
-        previous = getattr(self, "engine", None)
-        self.engine = ListenerEngine(
-            LISTENER_TEXTS,
-            lambda error: diagnose_connection_error(error, self._route)[1],
-            **self._engine_options,
-        )
-        self.poller = PollerSupervisor(
-            self.mode, self._stop_event, **self._engine_options
-        )
-        if previous is not None and previous.watch is not None:
-            previous.watch.stop()
+        super().__init__(settings, stop_event, **life_options)
 
     @property
-    def state(self):
-        """The state of what the bus runs now: the listener or the poller."""
+    def subject(self):
+        return "bus poller" if self.mode.active == "poll" else "bus listener"
+
+    @property
+    def polls_when_deaf(self):
+        return self.mode.configured == "auto"
+
+    # one call of core's loop -------------------------------------------------
+
+    def run_once(self, listen, poll):
+        """What one call of core's loop does; never raises, except on shutdown.
+
+        :param listen: ``listen(route, on_connected)`` runs core's loop with
+            its LISTEN connection on ``route``, and calls
+            ``on_connected(connection)`` once LISTEN is committed
+        :param poll: ``poll(on_connected)`` polls until a poll fails (raises)
+            or the bus listens again, and calls ``on_connected()`` after its
+            first successful round
+        """
         if self.mode.active == "poll":
-            return self.poller.engine.state
-        return self.engine.state
+            delay = self.attempt(poll)
+        else:
+            route = self.route()
+            if route is None:
+                self._route_cannot_work()
+                return
+            if self.watch is None:
+                self.watch = self.start_watch(route)
+            delay = self.attempt(lambda on_connected: listen(route, on_connected))
+            if self._poll_after_failed_connects(route):
+                return
+        if delay is not None:
+            self.stop_event.wait(delay)
 
-    @property
-    def watch(self):
-        """The ListenerWatch (self-check, heartbeat), once the glue starts it."""
-        return self.engine.watch
+    def start_watch(self, route):
+        """Self-check after each connect, heartbeats meanwhile."""
+        return ListenerWatch(self, route).start("bus_alt_connection.watch")
 
-    @watch.setter
-    def watch(self, watch):
-        self.engine.watch = watch
+    def _route_cannot_work(self):
+        if self.mode.configured == "auto":
+            self.to_polling(
+                f"the listener route cannot work: {self.state.last_error}",
+                None,
+                level=logging.WARNING,
+            )
+        else:
+            self.stop_event.wait(IDLE_WAIT)
+
+    def _poll_after_failed_connects(self, route):
+        """auto mode: enough failed connects in a row, while db_host answers,
+        whether or not the route worked before (its host down for good, a
+        firewall or pg_hba change)."""
+        failed = self.failed_connects
+        if (
+            self.mode.configured != "auto"
+            or failed < self.settings.auto_failed_checks
+            or not self.db_host_answers()
+        ):
+            return False
+        self.to_polling(
+            f"the listener route failed {failed} connect attempts in a row "
+            f"({self.state.last_error})",
+            route,
+        )
+        return True
+
+    # auto mode's switches ----------------------------------------------------
+
+    def deaf(self, detail, failures):
+        """The watch's failed check in auto mode; True once it polls."""
+        needed, route = self.settings.auto_failed_checks, self._route
+        if failures < needed:
+            _logger.info(
+                "bus_alt_connection: check %d of %d failed on the listener "
+                "route %s (%s); imdispatcher_mode is auto: the bus polls "
+                "after %d failed checks in a row.",
+                failures,
+                needed,
+                route.describe(),
+                detail,
+                needed,
+            )
+            return False
+        self.to_polling(
+            f"{failures} checks in a row found that the bus listener on "
+            f"{route.describe()} receives nothing sent through db_host "
+            f"({detail})",
+            route,
+        )
+        return True
+
+    def to_polling(self, reason, route, level=logging.INFO):
+        """Poll, and try ``route`` again in the background (``route`` None:
+        its configuration cannot work, Odoo reads it at start)."""
+        self.mode.active = "poll"
+        self.mode.reason = f"auto-switched: {reason}"
+        self.start_afresh()
+        retry = route is not None
+        interval = self.settings.listen_retry_interval
+        _logger.log(
+            level,
+            "bus_alt_connection: %s; imdispatcher_mode is auto, so the bus now "
+            "polls bus.bus through db_host%s; %s.",
+            reason,
+            f", and tries the listener route again every {interval:g} s "
+            "(imdispatcher_listen_retry_interval)"
+            if retry
+            else "",
+            LISTEN_BACK_HINT if retry else LISTEN_BACK_HINT + ", then restart Odoo",
+        )
+        if retry:
+            threading.Thread(
+                target=self._retry_listening,
+                args=(route,),
+                name="bus_alt_connection.listen_retry",
+                daemon=True,
+            ).start()
+
+    def _retry_listening(self, route):
+        while self.mode.active == "poll":
+            if self.stop_event.wait(self.settings.listen_retry_interval):
+                return
+            works, detail = self.listen_works(route)
+            if works:
+                self.to_listening(route, detail)
+                return
+            _logger.debug("bus_alt_connection: listener route still deaf: %s", detail)
+
+    def to_listening(self, route, detail):
+        """The route hears Odoo again; the poll loop ends, and core's loop
+        listens (and wakes the websockets to catch up)."""
+        self.mode.active = "listen"
+        self.mode.reason = f"auto: the listener route hears Odoo again ({detail})"
+        self.start_afresh()
+        _logger.info(
+            "bus_alt_connection: the listener route %s hears what Odoo sends "
+            "again (%s); imdispatcher_mode is auto, so the bus listens again.",
+            route.describe(),
+            detail,
+        )
+
+    def listen_works(self, route):
+        """(True, detail) when a NOTIFY sent as core sends it reaches a LISTEN
+        on ``route``."""
+        timeout = self.settings.selfcheck_timeout
+        try:
+            elapsed = route_hears(listener_params(route), self.send_notify, timeout)
+        except Exception as error:
+            return False, first_line(error)
+        if elapsed is None:
+            return False, f"nothing arrived within {timeout:g} s"
+        return True, f"a NOTIFY through db_host arrived in {elapsed:.0f} ms"
+
+    # the route ---------------------------------------------------------------
 
     def route(self):
         """The resolved route, or None (logged once) when it cannot work."""
         if self._route is None and not self._route_error_logged:
             try:
                 self._route = self._resolve_route()
-            except RouteConfigError as error:
+            except OptionError as error:
                 self._route_error_logged = True
-                self.engine.state.last_error = str(error)
-                if self.mode.configured != "listen":
-                    return None  # polling does not need the route
-                _logger.error(
-                    "bus_alt_connection: the bus listener is not started: %s. "
-                    "Fix the value and restart Odoo; HTTP keeps serving, but "
-                    "live notifications wait for a page reload.",
-                    error,
-                )
-                return None
-            report_route(self._route, self.mode)
+                self.state.last_error = str(error)
+                if self.mode.configured == "listen":
+                    _logger.error(
+                        "bus_alt_connection: the bus listener is not started: "
+                        "%s. Fix the value and restart Odoo; HTTP keeps "
+                        "serving, but live notifications wait for a page reload.",
+                        error,
+                    )
+                return None  # polling does not need the route
+            self._report_route(self._route)
         return self._route
 
     def configured_route(self):
@@ -140,113 +249,81 @@ class ListenerSupervisor:
         (and whose route is neither resolved nor reported)."""
         return self.route() if self.mode.configured != "poll" else None
 
-    def run_attempt(self, core_loop, catch_up):
-        """Run one attempt of core's loop; never raises, except on shutdown.
-
-        :param core_loop: ``core_loop(route, on_listening)`` runs core's
-            dispatcher loop with its LISTEN connection on ``route`` and calls
-            ``on_listening(connection)`` once LISTEN is committed.
-        :param catch_up: called once listening, to wake the websockets so
-            that they read what was committed while the listener was down.
-        """
-        route = self.route()
-        if route is None:
-            if self.mode.configured == "auto":
-                self.switch.to_polling(
-                    "the listener route cannot work: "
-                    f"{self.engine.state.last_error}",
-                    None,
-                    level=logging.WARNING,
-                )
-            else:
-                self._stop_event.wait(IDLE_WAIT)
-            return
-        engine = self.engine
-        listening = []
-
-        def on_listening(connection=None):
-            listening.append(True)
-            engine.up(route.describe(), engine.connected_line(route), connection)
-            catch_up()
-
-        try:
-            core_loop(route, on_listening)
-        except Exception as error:
-            if self._stop_event.is_set() or self.mode.active != "listen":
-                return
-            delay = engine.down(error, was_up=bool(listening))
-            if self._auto_switch_after_failures(route):
-                return
-            self._stop_event.wait(delay)
-
-    def _auto_switch_after_failures(self, route):
-        """auto mode: enough failed connects in a row, while db_host answers,
-        whether or not the route worked before (its host down for good, a
-        firewall or pg_hba change)."""
-        if (
-            self.mode.configured != "auto"
-            or self.engine.failed_connects < self.mode.failed_checks
-            or not self._db_host_works()
-        ):
-            return False
-        self.switch.to_polling(
-            f"the listener route failed {self.engine.failed_connects} connect "
-            f"attempts in a row ({self.engine.state.last_error})",
-            route,
-        )
-        return True
-
-
-class PollerSupervisor:
-    """Runs the bus's poll loop (poll and auto modes) until it fails."""
-
-    def __init__(self, mode, stop_event, **engine_options):
-        self._mode = mode
-        self._stop_event = stop_event
-        self._clock = engine_options.get("clock", time.monotonic)
-        self.engine = ListenerEngine(POLLER_TEXTS, **engine_options)
-
-    def run(self, poll_loop, catch_up, describe):
-        """Run the poll loop until it fails; never raises, except on shutdown.
-
-        :param poll_loop: ``poll_loop(on_polling)`` polls until stopped or a
-            poll fails (raises); calls ``on_polling()`` after its first
-            successful round and ``self.polled()`` after every round.
-        :param catch_up: called once polling works, to wake the websockets.
-        :param describe: what the poller reaches, for logs (db_host).
-        """
-        engine = self.engine
-        polling = []
-
-        def on_polling():
-            polling.append(True)
-            engine.up(describe, self._started(describe))
-            engine.state.last_poll_at = engine.state.connected_since
-            catch_up()
-
-        try:
-            poll_loop(on_polling)
-        except Exception as error:
-            if self._stop_event.is_set():
-                return
-            reason = (
-                f"{first_line(error)} [db_host {describe}]; check that db_host, "
-                "db_port, db_user and db_password reach the databases"
+    def _report_route(self, route):
+        """Say what an operator must know about the route before it connects."""
+        # in auto mode the self-check finds out whether db_host can listen
+        if not route.configured and self.mode.configured == "listen":
+            _logger.warning(
+                "bus_alt_connection is loaded but no imdispatcher_db_* option "
+                "is set: the bus still listens through db_host (%s). Behind "
+                "a transaction-mode pooler such as PgBouncer it receives "
+                "nothing; set imdispatcher_db_host and imdispatcher_db_port "
+                "to a direct PostgreSQL route.",
+                route.describe(),
             )
-            self._stop_event.wait(engine.down(error, bool(polling), reason))
+        if route.name != BUS_DATABASE:
+            _logger.info(
+                "bus_alt_connection: the listener uses database %r (%s); "
+                "Odoo sends bus notifications to database %r through "
+                "db_host, so %r must reach that same database (e.g. a "
+                "session-mode PgBouncer alias of %r) or nothing arrives.",
+                route.name,
+                route.source("name"),
+                BUS_DATABASE,
+                route.name,
+                BUS_DATABASE,
+            )
 
-    def _started(self, describe):
-        mode = self._mode
+    # the life's hooks, listening or polling ----------------------------------
+
+    def describe(self):
+        if self.mode.active == "poll":
+            return self.describe_db_host()
+        return self._route.describe()
+
+    def first_connect_line(self, now):
+        if self.mode.active != "poll":
+            return self.route_connected_line(self._route, now)
+        mode = self.mode
         return (
-            f"bus poller started: new bus.bus rows are read through {describe} "
-            f"every {mode.poll_interval * 1000:.0f} ms (imdispatcher_mode "
+            f"bus poller started: new bus.bus rows are read through "
+            f"{self.describe_db_host()} every "
+            f"{self.settings.poll_interval * 1000:.0f} ms (imdispatcher_mode "
             f"{mode.configured}"
             + (", switched from LISTEN" if mode.configured == "auto" else "")
             + ")."
         )
 
+    def diagnose(self, error):
+        if self.mode.active != "poll":
+            return diagnose_connection_error(error, self._route)[1]
+        return (
+            f"{first_line(error)} [db_host {self.describe_db_host()}]; check "
+            "that db_host, db_port, db_user and db_password reach the databases"
+        )
+
+    def connected(self, connection=None):
+        super().connected(connection)
+        if self.mode.active == "poll":
+            self.state.last_poll_at = self.state.connected_since
+
     def polled(self, queries=0):
         """A poll round succeeded, with ``queries`` bus.bus queries."""
-        state = self.engine.state
-        state.last_poll_at = self._clock()
-        state.poll_queries += queries
+        self.state.last_poll_at = self.clock()
+        self.state.poll_queries += queries
+
+    # what the glue says: how Odoo does it ------------------------------------
+
+    def send_notify(self, channel, payload):
+        """NOTIFY ``channel`` the way core does, through db_host."""
+        raise NotImplementedError
+
+    def send_probe(self, payload):
+        self.send_notify("imbus", payload)
+
+    def db_host_answers(self):
+        """Whether Odoo's own route answers (auto mode, before polling)."""
+        return True
+
+    def describe_db_host(self):
+        return "db_host"

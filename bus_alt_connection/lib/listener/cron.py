@@ -4,21 +4,22 @@ Plain Python (psycopg2). Core's cron runners (the threaded server's cron
 threads, prefork's cron workers) take a cursor on the ``postgres`` database,
 run ``LISTEN cron_trigger`` on it, and between polling rounds wait with
 ``select()`` on its connection, then call the connection's ``poll()``. The
-glue hands them a ``TriggerCursor`` whose connection (``cr._cnx``) is a
-``TriggerConnection``:
+glue hands them a ``TriggerConnection``, which is both that cursor and its
+connection (``cr._cnx``):
 
 * it connects on the cron route, with its own psycopg2 connection, never
   through Odoo's pool, so nothing else of the runner leaves ``db_host``;
-* a reader thread of its own waits on that connection and wakes core's
-  runner through a ``WakePipe`` (``fileno()``) when a trigger arrives, so
-  only one thread ever reads the socket;
+* a reader thread of its own lives the listener's life (``life.py``):
+  it connects, runs the LISTEN, reads the socket (the only thread that
+  does) and wakes core's runner through a ``WakePipe`` (``fileno()``) when
+  a trigger arrives;
 * when the connection is lost, ``poll()`` does not raise (core's threaded
   runner of 16.0-18.0 would die, and the cron worker would crash): the
-  reader reconnects as the listener engine says, runs the LISTEN again and
-  wakes the runner, whose polling round is the catch-up; meanwhile the
-  runner keeps core's polling pace;
-* the listener engine's watch sends a self-check NOTIFY through Odoo's own
-  route after each connect, and heartbeats after it, as for the bus.
+  reader reconnects as the life says, runs the LISTEN again and wakes the
+  runner, whose polling round is the catch-up; meanwhile the runner keeps
+  core's polling pace;
+* the watch sends a self-check NOTIFY through Odoo's own route after each
+  connect, and heartbeats after it, as for the bus.
 """
 
 import contextlib
@@ -31,19 +32,11 @@ import psycopg2
 
 from ..route.connection import (
     diagnose_connection_error,
-    interrupt_connection,
     listener_params,
     refuse_standby,
 )
-from .engine import ListenerEngine, ListenerTexts
-from .retry import MAX_RETRY_DELAY, retry_delay
-from .watch import (
-    HEARTBEAT_INTERVAL,
-    SELF_CHECK_TIMEOUT,
-    ListenerWatch,
-    TokenProbe,
-    is_token,
-)
+from .life import ListenerLife
+from .watch import ListenerWatch, is_token, token_probe
 
 _logger = logging.getLogger(__name__)
 
@@ -52,6 +45,8 @@ CRON_CHANNEL = "cron_trigger"
 MAX_KEPT_NOTIFIES = 1000
 #: How long the reader waits on the socket before it looks again.
 READ_TIMEOUT = 1.0
+#: How long ``start`` waits for the first connect (libpq's timeout is 10 s).
+FIRST_TRY_WAIT = 15.0
 WHILE_DOWN = "; triggered jobs wait for core's polling round until then"
 DEAF_CONSEQUENCE = (
     ". Triggered cron jobs wait for core's polling round (about a minute); "
@@ -103,82 +98,66 @@ class WakePipe:
         os.close(self._read)
 
 
-def trigger_engine(name, route, max_delay=MAX_RETRY_DELAY):
-    """The listener engine of one cron runner's trigger listener."""
-    return ListenerEngine(
-        ListenerTexts(
-            f"cron trigger listener ({name})",
-            "the cron runner polls for jobs now to catch up",
-            WHILE_DOWN,
-        ),
-        lambda error: diagnose_connection_error(error, route)[1],
-        max_delay=max_delay,
-    )
+class TriggerConnection(ListenerLife):
+    """The cursor core's cron runner gets, and its connection (``cr._cnx``).
 
-
-class TriggerListener:
-    """The trigger LISTEN of one runner, on its own psycopg2 connection.
-
-    Its reader thread is the only one that reads the socket: it moves what
-    arrives to an inbox and calls ``on_arrival``; when the connection is
-    lost, it reconnects as the engine says and runs the LISTENs again.
+    Core runs ``SELECT pg_is_in_recovery()`` and ``LISTEN cron_trigger`` on
+    it, commits, then selects on ``fileno()`` (the wake pipe, never the
+    socket) and calls ``poll()``. While the route is down, a query other
+    than LISTEN runs through ``fallback_execute`` (Odoo's own route), and
+    LISTEN waits for the connect.
     """
 
-    def __init__(self, route, engine, on_arrival, connect=psycopg2.connect):
+    catch_up_text = "the cron runner polls for jobs now to catch up"
+    while_down = WHILE_DOWN
+    deaf_consequence = DEAF_CONSEQUENCE
+
+    def __init__(
+        self,
+        route,
+        name,
+        settings,
+        send_notify=None,
+        explain_deafness=None,
+        fallback_execute=None,
+        on_close=None,
+    ):
+        """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
+            ``cron_trigger`` through Odoo's own route (the checks); None: no
+            checks
+        :param fallback_execute: ``fallback_execute(query, params)`` runs
+            core's query through Odoo's own route while not connected
+        :param on_close: called once, in the thread that closes it"""
         self.route = route
-        self.engine = engine
-        self._on_arrival = on_arrival
-        self._connect = connect
+        self.name = name
+        self.subject = f"cron trigger listener ({name})"
+        self._send_notify = send_notify
+        self._explain_deafness = explain_deafness
+        self._fallback_execute = fallback_execute
+        self._on_close = on_close
         self._lock = threading.RLock()
+        self._wake = WakePipe()
         self._pg = None
         self._listens = []
         self._inbox = []
-        self._next_delay = None
+        self._rows = []
+        self._first_try = threading.Event()
         #: set when closed; ends the reader thread and the watch
         self.closed = threading.Event()
-        #: {payload: TokenProbe} of the checks under way
+        #: {payload: {probe}} of the checks under way
         self.probes = {}
         #: cron triggers received (the checks' own excluded)
         self.triggers = 0
+        #: what core's runner reads after ``poll()``
+        self.notifies = []
+        super().__init__(settings, self.closed)
+        if send_notify is not None:
+            self.watch = ListenerWatch(self, route)
 
-    def start(self, name):
-        """Connect once now (or log why not), then read in the background."""
-        try:
-            self._open()
-        except Exception as error:
-            self._next_delay = self.engine.down(error, was_up=False)
-        threading.Thread(
-            target=self._read, name=f"bus_alt_connection.{name}", daemon=True
-        ).start()
-
-    def listen(self, statement):
-        """Remember a LISTEN for every connection; run it if connected."""
-        first = statement not in self._listens
-        if first:
-            self._listens.append(statement)
-        if self.execute(statement) is not None and first:
-            self._listening()  # the first LISTEN on this connection
-
-    def execute(self, query, params=None):
-        """Run ``query`` on the connection; None when not connected."""
-        with self._lock:
-            pg = self._pg
-            if pg is None:
-                return None
-            try:
-                with pg.cursor() as cr:
-                    cr.execute(query, params)
-                    return cr.fetchall() if cr.description else []
-            except psycopg2.Error as error:
-                if not pg.closed:
-                    raise
-                self._lost(pg, error)
-                return None
-
-    def take_inbox(self):
-        with self._lock:
-            arrived, self._inbox = self._inbox, []
-        return arrived
+    @property
+    def deaf_level(self):
+        # auto mode expects deaf routes: it polls the bus meanwhile
+        return logging.WARNING if self.settings.mode == "auto" else logging.ERROR
 
     @property
     def backend_pid(self):
@@ -186,85 +165,68 @@ class TriggerListener:
         pg = self._pg
         return pg.get_backend_pid() if pg is not None else None
 
-    def close(self):
-        with self._lock:
-            self.closed.set()
-            pg, self._pg = self._pg, None
-        if pg is not None:
-            pg.close()
+    def start(self):
+        """Connect once now (core's next queries then use the connection, or
+        it is logged why not), and live on in the background: read,
+        reconnect, check."""
+        threading.Thread(
+            target=self._live, name=f"bus_alt_connection.{self.name}", daemon=True
+        ).start()
+        self._first_try.wait(FIRST_TRY_WAIT)
+        if self.watch is not None:
+            self.watch.start(f"bus_alt_connection.{self.name}.watch")
 
-    def _open(self):
-        pg = self._connect(
+    # the reader thread: the listener's life ------------------------------
+
+    def _live(self):
+        delay = 0
+        while not self.closed.wait(delay or 0):
+            delay = self.attempt(self._connect_and_read)
+            self._first_try.set()
+
+    def _connect_and_read(self, on_connected):
+        pg = psycopg2.connect(
             **listener_params(self.route, application_name=trigger_application_name())
         )
         try:
             pg.autocommit = True
             # on a standby core would skip its LISTEN for good: retry instead
             refuse_standby(pg)
-            with pg.cursor() as cr:
-                for statement in self._listens:
-                    cr.execute(statement)
-        except Exception:
-            pg.close()
-            raise
-        with self._lock:
-            self._pg = pg
-        self.engine.up(self.route.describe(), self.engine.connected_line(self.route))
-        if self._listens:  # _open ran them: a reconnect, or a late first connect
-            self._listening()
+            with self._lock:
+                with pg.cursor() as cr:
+                    for statement in self._listens:
+                        cr.execute(statement)
+                self._pg = pg
+            on_connected()
+            self._first_try.set()
+            if self._listens:  # ran them: a reconnect, or a late first connect
+                self._listening()
+            self._read(pg)
+        finally:
+            with self._lock:
+                if self._pg is pg:
+                    self._pg = None
+            with contextlib.suppress(psycopg2.Error):
+                pg.close()
 
-    def _listening(self):
-        """A LISTEN is active: a check sent now can arrive."""
-        watch = self.engine.watch
-        if watch is not None:
-            watch.listener_connected(self._pg)
-
-    def _lost(self, pg, error):
-        with self._lock:
-            if self._pg is not pg:
-                return  # already handled
-            self._pg = None
-        with contextlib.suppress(psycopg2.Error):
-            pg.close()
-        self._next_delay = self.engine.down(error, was_up=True)
-
-    def _read(self):
+    def _read(self, pg):
+        """Until the connection fails (raises) or is closed."""
         while not self.closed.is_set():
-            pg = self._pg
-            if pg is None:
-                self._reconnect()
-                continue
-            try:
-                select.select([pg], [], [], READ_TIMEOUT)
-                with self._lock:
-                    pg.poll()
-                    arrived = self._take_notifies(pg)
-            except (psycopg2.Error, OSError, ValueError) as error:
-                if not self.closed.is_set():
-                    self._lost(pg, error)
-                continue
+            select.select([pg], [], [], READ_TIMEOUT)
+            with self._lock:
+                pg.poll()
+                arrived = self._take_notifies(pg)
             if arrived:
-                self._on_arrival()
-
-    def _reconnect(self):
-        delay = self._next_delay if self._next_delay is not None else retry_delay(1)
-        if self.closed.wait(delay):
-            return
-        try:
-            self._open()
-        except Exception as error:
-            self._next_delay = self.engine.down(error, was_up=False)
-            return
-        self._on_arrival()  # core's runner polls for jobs: the catch-up
+                self.catch_up()
 
     def _take_notifies(self, pg):
         """Move what arrived to the inbox; True if core should wake."""
         arrived = False
         for notify in pg.notifies:
-            probe = self.probes.get(notify.payload)
-            if probe is not None:
-                probe.arrived()
-            elif not is_token(notify.payload):
+            probes = self.probes.get(notify.payload, ())
+            for probe in probes:
+                probe.trigger_notification_dispatching()
+            if not probes and not is_token(notify.payload):
                 self._inbox.append(notify)
                 self.triggers += 1
                 arrived = True
@@ -272,142 +234,48 @@ class TriggerListener:
         del self._inbox[:-MAX_KEPT_NOTIFIES]
         return arrived
 
+    def _listening(self):
+        """A LISTEN is active: a check sent now can arrive."""
+        watch = self.watch
+        if watch is not None:
+            watch.listener_connected(self._pg)
 
-class TriggerConnection:
-    """What core's cron runner selects on and polls (``cr._cnx``).
+    # the life's and the watch's hooks --------------------------------------
 
-    Core's runner selects on a wake pipe, never on the socket, so no
-    notification can be read by one thread while another waits on it.
-    """
+    def diagnose(self, error):
+        return diagnose_connection_error(error, self.route)[1]
 
-    def __init__(
-        self,
-        route,
-        name,
-        send_notify=None,
-        explain_deafness=None,
-        connect=psycopg2.connect,
-        selfcheck_timeout=SELF_CHECK_TIMEOUT,
-        heartbeat_interval=HEARTBEAT_INTERVAL,
-        max_delay=MAX_RETRY_DELAY,
-        deaf_level=logging.ERROR,
-        on_close=None,
-    ):
-        """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
-            ``cron_trigger`` through Odoo's own route (the checks); None: no
-            checks
-        :param deaf_level: how a failed self-check is logged (WARNING when
-            a deaf route is expected to happen, in imdispatcher_mode auto)
-        :param on_close: called once, in the thread that closes it"""
-        self.route = route
-        self.name = name
-        self._on_close = on_close
-        self._lock = threading.Lock()
-        self._wake = WakePipe()
-        self.engine = trigger_engine(name, route, max_delay)
-        self.listener = TriggerListener(route, self.engine, self._wake_runner, connect)
-        if send_notify is not None:
-            self.engine.watch = ListenerWatch(
-                self.engine.texts.subject,
-                route,
-                new_probe=lambda: TokenProbe(self.listener.probes),
-                send_notify=send_notify,
-                explain_deafness=explain_deafness or (lambda: "the route cannot hear"),
-                interrupt_listener=interrupt_connection,
-                stop_event=self.listener.closed,
-                interval=heartbeat_interval,
-                timeout=selfcheck_timeout,
-                deaf_level=deaf_level,
-                deaf_consequence=DEAF_CONSEQUENCE,
-            )
-        self.notifies = []
-
-    @property
-    def watch(self):
-        return self.engine.watch
-
-    @property
-    def state(self):
-        return self.engine.state
-
-    @property
-    def backend_pid(self):
-        return self.listener.backend_pid
-
-    @property
-    def triggers(self):
-        return self.listener.triggers
-
-    @property
-    def closed(self):
-        return self.listener.closed.is_set()
-
-    def start(self):
-        """Connect, then read (and check) in the background."""
-        self.listener.start(self.name)
-        if self.watch is not None:
-            self.watch.start(f"bus_alt_connection.{self.name}.watch")
-
-    def listen(self, statement):
-        self.listener.listen(statement)
-
-    def execute(self, query, params=None):
-        return self.listener.execute(query, params)
-
-    # what core uses --------------------------------------------------------
-
-    def fileno(self):
-        return self._wake.fileno()
-
-    def poll(self):
-        """Hand the notifications the reader thread received to core."""
-        if self.closed:
-            raise psycopg2.InterfaceError("connection already closed")
-        with self._lock:
-            self._wake.drain()
-            self.notifies.extend(self.listener.take_inbox())
-        del self.notifies[:-MAX_KEPT_NOTIFIES]
-
-    def close(self):
-        with self._lock:
-            if self.closed:
-                return
-            self.listener.closed.set()
-            self._wake.close()
-        self.listener.close()
-        if self.watch is not None:
-            self.watch.stop()
-        if self._on_close is not None:
-            self._on_close()
-
-    def _wake_runner(self):
+    def catch_up(self):
+        """Wake core's runner: it polls for jobs."""
         with self._lock:
             self._wake.wake()
 
+    def new_probe(self):
+        return token_probe(self.probes)
 
-class TriggerCursor:
-    """What core's cron runner gets from ``db_connect('postgres').cursor()``.
+    def send_probe(self, payload):
+        self._send_notify(payload)
 
-    Core runs ``SELECT pg_is_in_recovery()`` and ``LISTEN cron_trigger`` on
-    it, commits, then only uses ``_cnx``. While the route is down, a query
-    other than LISTEN runs through ``fallback_execute`` (Odoo's own route),
-    and LISTEN waits for the reconnect.
-    """
+    def explain_deafness(self):
+        if self._explain_deafness is None:
+            return "the route cannot hear"
+        return self._explain_deafness()
 
-    def __init__(self, connection, fallback_execute):
-        self._cnx = connection
-        self._fallback_execute = fallback_execute
-        self._rows = []
+    # what core's runner uses: the cursor ------------------------------------
+
+    @property
+    def _cnx(self):
+        return self
 
     def execute(self, query, params=None):
         self._rows = []
         if is_listen(query):
-            self._cnx.listen(query)
+            self._listen(query)
             return
-        rows = self._cnx.execute(query, params)
-        if rows is None:
+        rows = self._execute_here(query, params)
+        if rows is None and self._fallback_execute is not None:
             rows = self._fallback_execute(query, params)
-        self._rows = list(rows)
+        self._rows = list(rows or ())
 
     def fetchone(self):
         return self._rows.pop(0) if self._rows else None
@@ -422,11 +290,63 @@ class TriggerCursor:
     def rollback(self):
         """Nothing to roll back in autocommit."""
 
-    def close(self):
-        self._cnx.close()
-
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def _listen(self, statement):
+        """Remember a LISTEN for every connection; run it if connected."""
+        with self._lock:
+            first = statement not in self._listens
+            if first:
+                self._listens.append(statement)
+            ran = self._execute_here(statement) is not None
+        if ran and first:
+            self._listening()  # the first LISTEN on this connection
+
+    def _execute_here(self, query, params=None):
+        """Run ``query`` on the connection; None when not connected."""
+        with self._lock:
+            pg = self._pg
+            if pg is None:
+                return None
+            try:
+                with pg.cursor() as cr:
+                    cr.execute(query, params)
+                    return cr.fetchall() if cr.description else []
+            except psycopg2.Error:
+                if not pg.closed:
+                    raise
+                return None  # lost: the reader thread reconnects
+
+    # ... and the connection ------------------------------------------------
+
+    def fileno(self):
+        return self._wake.fileno()
+
+    def poll(self):
+        """Hand the notifications the reader thread received to core."""
+        if self.closed.is_set():
+            raise psycopg2.InterfaceError("connection already closed")
+        with self._lock:
+            self._wake.drain()
+            self.notifies.extend(self._inbox)
+            self._inbox = []
+        del self.notifies[:-MAX_KEPT_NOTIFIES]
+
+    def close(self):
+        with self._lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
+            self._wake.close()
+            pg, self._pg = self._pg, None
+        if pg is not None:
+            with contextlib.suppress(psycopg2.Error):
+                pg.close()
+        if self.watch is not None:
+            self.watch.stop()
+        if self._on_close is not None:
+            self._on_close()

@@ -18,9 +18,7 @@ _logger = logging.getLogger(__name__)
 BUS_DATABASE = "postgres"
 
 OPTION_PREFIX = "imdispatcher_"
-ENV_PREFIX = "ODOO_IMDISPATCHER_"
-#: The spelling the upstream README documents; accepted with a warning.
-LEGACY_ENV_PREFIX = "IMDISPATCHER_"
+ROUTE_PREFIX = OPTION_PREFIX + "db_"
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = (
@@ -34,8 +32,8 @@ TARGET_SESSION_ATTRS = (
 UNSET_VALUES = (None, False, "", "False", "false")
 
 
-class RouteConfigError(ValueError):
-    """An ``imdispatcher_db_*`` value that cannot work; the message says which."""
+class OptionError(ValueError):
+    """An option's value that cannot work; the message names it and what to do."""
 
     def __init__(self, option, value, source, problem, hint, secret=False):
         self.option = option
@@ -57,15 +55,19 @@ def shown(value, secret):
 
 
 @dataclasses.dataclass(frozen=True)
-class RouteValue:
+class OptionValue:
     value: object
+    #: where it came from, for logs and reports ("config imdispatcher_db_host")
     source: str
     #: a password: never in repr() or str()
     secret: bool = False
+    #: the prefix of the option (or its env) that set it ("imdispatcher_db_",
+    #: "cron_db_"); "" for a default or Odoo's own option
+    given: str = ""
 
     def __repr__(self):
         return (
-            f"RouteValue(value={shown(self.value, self.secret)!r}, "
+            f"OptionValue(value={shown(self.value, self.secret)!r}, "
             f"source={self.source!r})"
         )
 
@@ -77,7 +79,7 @@ def _parse_text(name, text, source):
 
 
 def _refuse(name, text, source, problem, hint=None):
-    return RouteConfigError(
+    return OptionError(
         name, text, source, problem, hint or f"set {name} to e.g. {_example(name)}"
     )
 
@@ -187,10 +189,6 @@ def _whole(what, low, high):
     return parse
 
 
-_parse_milliseconds = _whole("number of milliseconds", 10, 60_000)
-_parse_count = _whole("number", 1, 100)
-
-
 def _parse_switch(name, text, source):
     if isinstance(text, bool):
         return text
@@ -205,45 +203,88 @@ def _parse_switch(name, text, source):
 
 
 @dataclasses.dataclass(frozen=True)
-class RouteOption:
-    """One ``imdispatcher_db_<name>`` option (or ``imdispatcher_<name>``)."""
+class Option:
+    """One option: its name in Odoo's config, its environment variables,
+    and what stands when it is not set."""
 
     name: str
-    #: Odoo's own option used when ours is not set (core's behaviour).
+    #: "imdispatcher_db_" (the listener route), "cron_db_", "imdispatcher_"
+    prefix: str = ROUTE_PREFIX
+    #: Odoo's own option used when ours is not set (core's behaviour)
     fallback: str | None = None
     default: object = None
     parse: object = _parse_text
     secret: bool = False
-    group: str = "db_"
+    #: the values that mean "not set"
+    unset: tuple = UNSET_VALUES
 
     @property
     def option(self):
-        return OPTION_PREFIX + self.group + self.name
+        return self.prefix + self.name
 
     @property
-    def env(self):
-        return ENV_PREFIX + (self.group + self.name).upper()
+    def envs(self):
+        """``ODOO_<OPTION>``, then the upstream README's spelling, if any."""
+        env = self.option.upper()
+        legacy = (env,) if self.prefix.startswith(OPTION_PREFIX) else ()
+        return ("ODOO_" + env, *legacy)
 
-    @property
-    def legacy_env(self):
-        return LEGACY_ENV_PREFIX + (self.group + self.name).upper()
+    def read(self, config, environ, inherited=None):
+        """The OptionValue, by precedence: environment, config, ``inherited``
+        (the cron route's: the bus route's value), Odoo's option, default.
+
+        :raises OptionError: a value that cannot work
+        """
+        for env in self.envs:
+            if environ.get(env, "") != "":
+                if env != self.envs[0]:
+                    _logger.warning(
+                        "Environment variable %s is read for compatibility; "
+                        "rename it to %s, the name bus_alt_connection documents.",
+                        env,
+                        self.envs[0],
+                    )
+                return self._parsed(environ[env], f"env {env}", given=True)
+        value = config.get(self.option)
+        if value not in self.unset:
+            return self._parsed(value, f"config {self.option}", given=True)
+        if inherited is not None:
+            return inherited
+        value = config.get(self.fallback) if self.fallback else None
+        if value not in UNSET_VALUES:
+            return self._parsed(value, f"fallback to config {self.fallback}")
+        if self.default is not None:
+            return OptionValue(self.default, "default")
+        return OptionValue(None, "unset (libpq default)")
+
+    def _parsed(self, raw, source, given=False):
+        value = self.parse(self.option, raw, source)
+        return OptionValue(value, source, self.secret, self.prefix if given else "")
 
 
 ROUTE_OPTIONS = (
-    RouteOption("host", fallback="db_host", parse=_parse_hosts),
-    RouteOption("port", fallback="db_port", parse=_parse_ports),
-    RouteOption("user", fallback="db_user"),
-    RouteOption("password", fallback="db_password", secret=True),
-    RouteOption(
-        "sslmode",
-        fallback="db_sslmode",
-        parse=_parse_choice(SSL_MODES, "prefer"),
+    Option("host", fallback="db_host", parse=_parse_hosts),
+    Option("port", fallback="db_port", parse=_parse_ports),
+    Option("user", fallback="db_user"),
+    Option("password", fallback="db_password", secret=True),
+    Option("sslmode", fallback="db_sslmode", parse=_parse_choice(SSL_MODES, "prefer")),
+    Option("name", default=BUS_DATABASE),
+    Option(
+        "target_session_attrs", parse=_parse_choice(TARGET_SESSION_ATTRS, "read-write")
     ),
-    RouteOption("name", default=BUS_DATABASE),
-    RouteOption(
-        "target_session_attrs",
-        parse=_parse_choice(TARGET_SESSION_ATTRS, "read-write"),
-    ),
+)
+CRON_PREFIX = "cron_db_"
+#: the cron runners' route: each value not set falls back to the bus route's
+CRON_ROUTE_OPTIONS = tuple(
+    dataclasses.replace(option, prefix=CRON_PREFIX, fallback=None, default=None)
+    for option in ROUTE_OPTIONS
+)
+CRON_REDIRECT = Option(
+    "cron_trigger_redirect",
+    prefix="",
+    default=True,
+    parse=_parse_switch,
+    unset=(None, ""),
 )
 
 #: ``listen``: LISTEN on the imdispatcher_db_* route (core's way);
@@ -252,28 +293,71 @@ ROUTE_OPTIONS = (
 #: again every ``imdispatcher_listen_retry_interval`` seconds.
 MODES = ("listen", "poll", "auto")
 
+
+def _setting(name, default, parse):
+    return Option(name, prefix=OPTION_PREFIX, default=default, parse=parse)
+
+
 #: How the listener behaves, apart from where it connects.
 SETTING_OPTIONS = (
-    RouteOption("mode", default="listen", parse=_parse_choice(MODES, "auto"), group=""),
-    RouteOption("poll_interval", default=250, parse=_parse_milliseconds, group=""),
-    RouteOption(
-        "heartbeat_interval", default=30.0, parse=_seconds(1, 86400, off=True), group=""
-    ),
-    RouteOption("selfcheck_timeout", default=5.0, parse=_seconds(0.1, 600), group=""),
-    RouteOption(
-        "reconnect_max_delay", default=30.0, parse=_seconds(0.1, 3600), group=""
-    ),
-    #: auto mode: failed checks in a row before polling
-    RouteOption("auto_failed_checks", default=3, parse=_parse_count, group=""),
+    _setting("mode", "listen", _parse_choice(MODES, "auto")),
+    _setting("poll_interval", 250, _whole("number of milliseconds", 10, 60_000)),
+    _setting("heartbeat_interval", 30.0, _seconds(1, 86400, off=True)),
+    _setting("selfcheck_timeout", 5.0, _seconds(0.1, 600)),
+    _setting("reconnect_max_delay", 30.0, _seconds(0.1, 3600)),
+    #: auto mode: failed connects, or failed checks, in a row before polling
+    _setting("auto_failed_checks", 3, _whole("number", 1, 100)),
     #: auto mode: while polling, how often the listener route is tried again
-    RouteOption(
-        "listen_retry_interval",
-        default=300.0,
-        parse=_seconds(1, 86400),
-        group="",
-    ),
+    _setting("listen_retry_interval", 300.0, _seconds(1, 86400)),
 )
 SETTING_DEFAULTS = {option.option: option.default for option in SETTING_OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the listeners behave, read once (``read_settings``), passed whole."""
+
+    mode: str = "listen"
+    #: seconds between polls (the option is in milliseconds)
+    poll_interval: float = 0.25
+    #: seconds between heartbeats; 0: none
+    heartbeat_interval: float = 30.0
+    selfcheck_timeout: float = 5.0
+    reconnect_max_delay: float = 30.0
+    auto_failed_checks: int = 3
+    listen_retry_interval: float = 300.0
+    #: {name: OptionValue}: each value as given, and where it came from
+    values: dict = dataclasses.field(default_factory=dict, compare=False)
+    #: the OptionError of each refused value (it fell back to its default)
+    refused: tuple = ()
+
+    def log_refused(self, logger):
+        for error in self.refused:
+            logger.error(
+                "bus_alt_connection: %s; using its default (%s) meanwhile, the "
+                "other options stand.",
+                error,
+                SETTING_DEFAULTS[error.option],
+            )
+
+
+def read_settings(config, environ=None):
+    """The Settings; a value that cannot work falls back alone to its
+    default, and is in ``refused``."""
+    environ = os.environ if environ is None else environ
+    values, refused = {}, []
+    for option in SETTING_OPTIONS:
+        try:
+            values[option.name] = option.read(config, environ)
+        except OptionError as error:
+            refused.append(error)
+            values[option.name] = OptionValue(
+                option.default, f"default ({option.option} refused)"
+            )
+    plain = {name: value.value for name, value in values.items()}
+    plain["poll_interval"] /= 1000
+    return Settings(**plain, values=values, refused=tuple(refused))
+
 
 #: psycopg2 keyword for each option, where it differs from the name
 #: ("database", as odoo.sql_db spells it, is psycopg2's alias of "dbname").
@@ -295,11 +379,20 @@ class ConnectParams(dict):
 class ListenerRoute:
     """The resolved route, with where each value came from."""
 
+    #: {name: OptionValue}
     values: dict
-    #: True when at least one ``imdispatcher_db_*`` value was given.
-    configured: bool
     #: How the operator spells this route's options, for messages.
-    option_prefix: str = OPTION_PREFIX + "db_"
+    option_prefix: str = ROUTE_PREFIX
+
+    @property
+    def configured(self):
+        """An option (or env) of this addon set a value, ours or the bus's."""
+        return any(value.given for value in self.values.values())
+
+    @property
+    def own(self):
+        """A value set under this route's own prefix (``cron_db_*``)."""
+        return any(v.given == self.option_prefix for v in self.values.values())
 
     def __getattr__(self, name):
         try:
@@ -341,30 +434,6 @@ class ListenerRoute:
         }
 
 
-def _lookup(option, config, environ):
-    """Return (raw value, source) of one option, by precedence."""
-    if environ.get(option.env, "") != "":
-        return environ[option.env], f"env {option.env}"
-    if environ.get(option.legacy_env, "") != "":
-        _logger.warning(
-            "Environment variable %s is read for compatibility; "
-            "rename it to %s, the name bus_alt_connection documents.",
-            option.legacy_env,
-            option.env,
-        )
-        return environ[option.legacy_env], f"env {option.legacy_env}"
-    value = config.get(option.option)
-    if value not in UNSET_VALUES:
-        return value, f"config {option.option}"
-    if option.fallback:
-        value = config.get(option.fallback)
-        if value not in UNSET_VALUES:
-            return value, f"fallback to config {option.fallback}"
-    if option.default is not None:
-        return option.default, "default"
-    return None, "unset (libpq default)"
-
-
 #: what an operator does to get LISTEN on a direct route
 DIRECT_ROUTE_HINT = (
     "point imdispatcher_db_host/imdispatcher_db_port at PostgreSQL itself or "
@@ -396,71 +465,15 @@ def describe_endpoint(params):
 
 
 def resolve_route(config, environ=None):
-    """Build the listener route from Odoo's config and the environment.
+    """The listener route, from Odoo's config and the environment.
 
     :param config: a mapping with ``get`` (``odoo.tools.config`` or a dict)
     :param environ: defaults to ``os.environ``
-    :raises RouteConfigError: on the first value that cannot work
+    :raises OptionError: on the first value that cannot work
     """
     environ = os.environ if environ is None else environ
-    values = _resolve(ROUTE_OPTIONS, config, environ)
-    configured = any(
-        route_value.source.startswith(("env", "config imdispatcher"))
-        for route_value in values.values()
-    )
-    _check_one_port_per_host(values, "imdispatcher_db_port")
-    return ListenerRoute(values=values, configured=configured)
-
-
-def resolve_setting_values(config, environ=None):
-    """Mode, poll interval (ms), and heartbeat interval, self-check timeout
-    and reconnect cap (seconds), with where each value came from.
-
-    A value that cannot work falls back alone to its default; the others
-    stand. Returns ({name: RouteValue}, [RouteConfigError of each refusal]).
-    """
-    environ = os.environ if environ is None else environ
-    values, refused = {}, []
-    for option in SETTING_OPTIONS:
-        try:
-            values.update(_resolve((option,), config, environ))
-        except RouteConfigError as error:
-            refused.append(error)
-            values[option.name] = RouteValue(
-                option.default, f"default ({option.option} refused)"
-            )
-    return values, refused
-
-
-def _resolve(options, config, environ):
-    values = {}
-    for option in options:
-        raw, source = _lookup(option, config, environ)
-        value = raw
-        if raw not in UNSET_VALUES:
-            value = option.parse(option.option, raw, source)
-        values[option.name] = RouteValue(value, source, option.secret)
-    return values
-
-
-def _check_one_port_per_host(values, port_option):
-    """libpq takes one port for all hosts, or one port per host."""
-    hosts, ports = values["host"].value, values["port"].value
-    if not hosts or not ports:
-        return
-    host_count, port_count = len(hosts.split(",")), len(ports.split(","))
-    if port_count not in (1, host_count):
-        raise RouteConfigError(
-            port_option,
-            ports,
-            values["port"].source,
-            f"lists {port_count} ports for {host_count} hosts",
-            "give one port for all hosts, or one port per host in the same order",
-        )
-
-
-CRON_OPTION_PREFIX = "cron_db_"
-CRON_ENV_PREFIX = "ODOO_CRON_DB_"
+    values = {option.name: option.read(config, environ) for option in ROUTE_OPTIONS}
+    return _checked(ListenerRoute(values=values))
 
 
 def resolve_cron_route(config, environ=None):
@@ -469,42 +482,34 @@ def resolve_cron_route(config, environ=None):
     Each value: ``ODOO_CRON_DB_<NAME>``, then ``cron_db_<name>``, then the
     bus listener's route (so by default cron triggers follow the bus).
 
-    :raises RouteConfigError: on the first value that cannot work
+    :raises OptionError: on the first value that cannot work
     """
     environ = os.environ if environ is None else environ
-    bus_values = _resolve(ROUTE_OPTIONS, config, environ)
-    values = {}
-    for option in ROUTE_OPTIONS:
-        name = CRON_OPTION_PREFIX + option.name
-        env = CRON_ENV_PREFIX + option.name.upper()
-        if environ.get(env, "") != "":
-            raw, source = environ[env], f"env {env}"
-        elif config.get(name) not in UNSET_VALUES:
-            raw, source = config.get(name), f"config {name}"
-        else:
-            values[option.name] = bus_values[option.name]
-            continue
-        values[option.name] = RouteValue(
-            option.parse(name, raw, source), source, option.secret
-        )
-    configured = any(
-        route_value.source.startswith(("env", "config imdispatcher", "config cron"))
-        for route_value in values.values()
-    )
-    _check_one_port_per_host(values, CRON_OPTION_PREFIX + "port")
-    return ListenerRoute(
-        values=values, configured=configured, option_prefix=CRON_OPTION_PREFIX
-    )
+    bus = resolve_route(config, environ)
+    values = {
+        option.name: option.read(config, environ, inherited=bus.values[option.name])
+        for option in CRON_ROUTE_OPTIONS
+    }
+    return _checked(ListenerRoute(values=values, option_prefix=CRON_PREFIX))
+
+
+def _checked(route):
+    """libpq takes one port for all hosts, or one port per host."""
+    hosts, ports = route.host, route.port
+    if hosts and ports:
+        host_count, port_count = len(hosts.split(",")), len(ports.split(","))
+        if port_count not in (1, host_count):
+            raise OptionError(
+                route.option_prefix + "port",
+                ports,
+                route.source("port"),
+                f"lists {port_count} ports for {host_count} hosts",
+                "give one port for all hosts, or one port per host in the same order",
+            )
+    return route
 
 
 def cron_redirect_enabled(config, environ=None):
     """False when ``cron_trigger_redirect`` (or its env) switches it off."""
     environ = os.environ if environ is None else environ
-    env = "ODOO_CRON_TRIGGER_REDIRECT"
-    if environ.get(env, "") != "":
-        raw, source = environ[env], f"env {env}"
-    else:
-        raw, source = config.get("cron_trigger_redirect"), "config"
-        if raw in (None, ""):
-            return True
-    return _parse_switch("cron_trigger_redirect", raw, source)
+    return CRON_REDIRECT.read(config, environ).value

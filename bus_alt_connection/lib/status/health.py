@@ -61,14 +61,15 @@ def health_report(supervisor, last_received_at=None, now=None):
     state = supervisor.state
     mode = supervisor.mode
     watch = supervisor.watch
-    last = watch.record.last_result if watch is not None else None
+    last = watch.record if watch is not None else None
     stalled = watch.stalled(now) if watch is not None else None
     if mode.active == "poll":
         healthy = state.connected and _recent(
-            state.last_poll_at, now, mode.poll_interval
+            state.last_poll_at, now, supervisor.settings.poll_interval
         )
     else:
-        healthy = state.connected and (last is None or last.ok) and not stalled
+        passed = last is None or last.last_check_passed is not False
+        healthy = state.connected and passed and not stalled
     route = supervisor.configured_route()
     details = {
         "state": _state(state.connected, mode.active),
@@ -87,8 +88,12 @@ def health_report(supervisor, last_received_at=None, now=None):
         "last_error": state.last_error,
         "last_notification_age_s": _age(last_received_at, now),
         "last_check": None
-        if last is None
-        else {"kind": last.kind, "ok": last.ok, "age_s": _age(last.at, now)},
+        if last is None or last.last_kind is None
+        else {
+            "kind": last.last_kind,
+            "ok": last.last_check_passed,
+            "age_s": _age(last.last_at, now),
+        },
         "watch_stalled": stalled,
         "route": route.public_dict() if route is not None else None,
     }

@@ -10,7 +10,7 @@ import ipaddress
 import math
 import time
 
-from ..route.config import RouteConfigError
+from ..route.config import OptionError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ALLOW_OPTION = "bus_alt_connection_metrics_allow"
@@ -27,7 +27,7 @@ def parse_allow(text):
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise RouteConfigError(
+            raise OptionError(
                 ALLOW_OPTION,
                 text,
                 "config",

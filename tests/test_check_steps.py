@@ -9,9 +9,8 @@ import tempfile
 import psycopg2
 import pytest
 
-from bus_alt_connection.lib.check import setup as setup_check
+from bus_alt_connection.lib.check import steps as steps
 from bus_alt_connection.lib.check.command import main
-from bus_alt_connection.lib.check.probe import route_facts
 from bus_alt_connection.lib.check.report import (
     MISCONFIGURED,
     OK,
@@ -19,7 +18,8 @@ from bus_alt_connection.lib.check.report import (
     emit,
     format_report,
 )
-from bus_alt_connection.lib.check.setup import check_setup
+from bus_alt_connection.lib.check.steps import check_setup
+from bus_alt_connection.lib.listener.round_trip import route_facts
 
 SECRET = "check-never-prints-this"
 
@@ -121,7 +121,7 @@ def test_a_route_lost_while_comparing_is_unreachable_not_a_traceback(
     def gone(params):
         raise psycopg2.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(setup_check, "route_facts", gone)
+    monkeypatch.setattr(steps, "route_facts", gone)
     config = site_config(sandbox, imdispatcher_db_port=str(sandbox.pgbouncer.port))
     path = tmp_path / "odoo.conf"
     path.write_text("[options]\n" + "".join(f"{k} = {v}\n" for k, v in config.items()))

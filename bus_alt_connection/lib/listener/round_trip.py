@@ -1,13 +1,13 @@
 """LISTEN on one route, NOTIFY through another, and count what arrives.
 
-Plain Python (psycopg2). This is how the addon finds a route that cannot
-work although it connects: through a transaction-mode pooler LISTEN is
-accepted and then hears nothing; on another cluster or database than the
-one Odoo notifies, likewise.
+Plain Python (psycopg2). This is how the runtime (auto mode trying the
+route again) and the operator's check find a route that cannot work
+although it connects: through a transaction-mode pooler LISTEN is accepted
+and then hears nothing; on another cluster or database than the one Odoo
+notifies, likewise.
 """
 
 import contextlib
-import dataclasses
 import os
 import secrets
 import selectors
@@ -16,31 +16,18 @@ import time
 import psycopg2
 from psycopg2 import sql
 
-#: Core sends NOTIFY with this SQL function (overridable in 17.0+ by the
-#: ODOO_NOTIFY_FUNCTION environment variable, which we honour too).
-NOTIFY_FUNCTION = os.environ.get("ODOO_NOTIFY_FUNCTION", "pg_notify")
+DEFAULT_NOTIFY_FUNCTION = "pg_notify"
 
 
-def notify_sql(function=NOTIFY_FUNCTION):
+def notify_function(environ=None):
+    """The SQL function Odoo sends its NOTIFY with: ODOO_NOTIFY_FUNCTION
+    (Odoo 17.0+, read once at start, as core does) or pg_notify."""
+    environ = os.environ if environ is None else environ
+    return environ.get("ODOO_NOTIFY_FUNCTION") or DEFAULT_NOTIFY_FUNCTION
+
+
+def notify_sql(function):
     return sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(function))
-
-
-NOTIFY_SQL = notify_sql()
-
-
-@dataclasses.dataclass
-class ProbeResult:
-    channel: str
-    sent: int
-    received: int
-    #: milliseconds from the first NOTIFY's commit to its arrival, or None
-    first_delivery_ms: float | None
-    server_version: str
-    in_recovery: bool
-
-    @property
-    def delivered_all(self):
-        return self.received == self.sent
 
 
 def private_channel():
@@ -97,15 +84,6 @@ def route_facts(params):
         connection.close()
 
 
-def _server_facts(connection):
-    with connection.cursor() as cr:
-        cr.execute("SHOW server_version")
-        version = cr.fetchone()[0]
-        cr.execute("SELECT pg_is_in_recovery()")
-        in_recovery = cr.fetchone()[0]
-    return version, in_recovery
-
-
 def _send(notify_params, channel, count, function):
     """NOTIFY the way Odoo does: short transactions on the pooled route.
 
@@ -145,27 +123,27 @@ def _collect(connection, channel, expected, timeout):
     return payloads, first_at
 
 
-def notify_roundtrip(
-    listen_params, notify_params, count=1, timeout=5.0, function=NOTIFY_FUNCTION
-):
+def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0, function=None):
     """LISTEN through ``listen_params``, NOTIFY ``count`` times through
-    ``notify_params`` with ``function`` (Odoo's ODOO_NOTIFY_FUNCTION), and
-    report how many arrived within ``timeout`` s.
+    ``notify_params`` with ``function`` (ODOO_NOTIFY_FUNCTION's, by default),
+    and say what arrived within ``timeout`` s: {"sent", "received" (how
+    many), "ms" (to the first, or None), "server_version", "standby"}.
 
     psycopg2 errors propagate (a failed connection, LISTEN on a standby).
     """
     with _listening(listen_params) as (listener, channel):
-        version, in_recovery = _server_facts(listener)
-        sent_at = _send(notify_params, channel, count, function)
+        with listener.cursor() as cr:
+            cr.execute("SELECT current_setting('server_version'), pg_is_in_recovery()")
+            version, standby = cr.fetchone()
+        sent_at = _send(notify_params, channel, count, function or notify_function())
         payloads, first_at = _collect(listener, channel, count, timeout)
-    return ProbeResult(
-        channel=channel,
-        sent=count,
-        received=len(payloads),
-        first_delivery_ms=(first_at - sent_at) * 1000 if first_at else None,
-        server_version=version,
-        in_recovery=in_recovery,
-    )
+    return {
+        "sent": count,
+        "received": len(payloads),
+        "ms": None if first_at is None else round((first_at - sent_at) * 1000, 1),
+        "server_version": version,
+        "standby": standby,
+    }
 
 
 def route_hears(listen_params, send_notify, timeout=5.0):

@@ -10,25 +10,30 @@ server cannot be reached.
 """
 
 import dataclasses
-import os
 
 import psycopg2
 
+from ..listener.round_trip import (
+    DEFAULT_NOTIFY_FUNCTION,
+    connect_autocommit,
+    notify_function,
+    notify_roundtrip,
+    route_facts,
+)
 from ..listener.watch import deafness_explanation
 from ..polling import BusTracker
 from ..route.config import (
     BUS_DATABASE,
     DIRECT_ROUTE_HINT,
-    ROUTE_OPTIONS,
     UNSET_VALUES,
-    RouteConfigError,
+    OptionError,
     cron_redirect_enabled,
     describe_endpoint,
     odoo_db_options,
     odoo_db_params,
+    read_settings,
     resolve_cron_route,
     resolve_route,
-    resolve_setting_values,
 )
 from ..route.connection import (
     diagnose_connection_error,
@@ -36,11 +41,9 @@ from ..route.connection import (
     listener_params,
 )
 from .hazards import Finding, find_hazards, replica_route
-from .probe import connect_autocommit, notify_roundtrip, route_facts
 from .report import ADDON, MISCONFIGURED, OK, UNREACHABLE, Report
 
 PROBE_TIMEOUT = 3.0
-DEFAULT_NOTIFY_FUNCTION = "pg_notify"
 
 
 def server_wide_modules(config):
@@ -61,10 +64,11 @@ def check_db_host(params):
     result = notify_roundtrip(
         params, params, timeout=PROBE_TIMEOUT, function=DEFAULT_NOTIFY_FUNCTION
     )
+    works = result["received"] == result["sent"]
     return {
         "route": describe_endpoint(params),
-        "listen_works": result.delivered_all,
-        "pooler": not result.delivered_all,
+        "listen_works": works,
+        "pooler": not works,
     }
 
 
@@ -74,12 +78,10 @@ def check_route(route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
     )
     return {
         "route": route.describe(),
-        "received": result.delivered_all,
-        "ms": None
-        if result.first_delivery_ms is None
-        else round(result.first_delivery_ms, 1),
-        "server_version": result.server_version,
-        "standby": result.in_recovery,
+        "received": result["received"] == result["sent"],
+        "ms": result["ms"],
+        "server_version": result["server_version"],
+        "standby": result["standby"],
     }
 
 
@@ -98,16 +100,13 @@ def check_cron(report, config, environ=None):
             report.cron = {"state": "off: core's connection, on db_host"}
             return report
         route = resolve_cron_route(config, environ)
-    except RouteConfigError as error:
+    except OptionError as error:
         report.cron = {"state": "not redirected", "error": str(error)}
         return _verdict(report, MISCONFIGURED, str(error), "fix that value")
     if not route.configured:
         report.cron = {"state": "no route set: core's connection, on db_host"}
         return report
-    own = any(
-        route.source(o.name).startswith(("env ODOO_CRON", "config cron"))
-        for o in ROUTE_OPTIONS
-    )
+    own = route.own
     report.cron = {
         "state": "own route (cron_db_*)" if own else "follows the bus route",
         "route": route.describe(),
@@ -141,20 +140,23 @@ def check_bus(config, environ=None):
     report = Report()
     modules = server_wide_modules(config)
     report.server_wide = {"modules": modules, "loaded": ADDON in modules}
-    settings, refused = resolve_setting_values(config, environ)
-    if refused:
+    settings = read_settings(config, environ)
+    if settings.refused:
         return _verdict(
-            report, MISCONFIGURED, "; ".join(map(str, refused)), "fix that value"
+            report,
+            MISCONFIGURED,
+            "; ".join(map(str, settings.refused)),
+            "fix that value",
         )
-    mode = settings["mode"]
-    report.mode = {"configured": mode.value, "source": mode.source}
-    interval = settings["poll_interval"].value
-    if mode.value == "poll":
-        return check_polling(report, config, interval, f"configured ({mode.source})")
+    mode, source = settings.mode, settings.values["mode"].source
+    report.mode = {"configured": mode, "source": source}
+    interval = round(settings.poll_interval * 1000)
+    if mode == "poll":
+        return check_polling(report, config, interval, f"configured ({source})")
     check_listening(report, config, environ)
-    if mode.value == "listen" or report.exit_code == OK:
-        why = f"configured ({mode.source})"
-        if mode.value == "auto":
+    if mode == "listen" or report.exit_code == OK:
+        why = f"configured ({source})"
+        if mode == "auto":
             why = "auto: LISTEN on the route hears what Odoo sends"
         report.mode.update(active="listen", why=why)
         return report
@@ -171,7 +173,7 @@ def check_listening(report, config, environ=None):
     """LISTEN on the imdispatcher_db_* route, NOTIFY through db_host."""
     try:
         route = resolve_route(config, environ)
-    except RouteConfigError as error:
+    except OptionError as error:
         return _verdict(report, MISCONFIGURED, str(error), "fix that value")
     report.route = route.public_dict()
     for finding in replica_route(config, route):
@@ -208,18 +210,12 @@ def check_listening(report, config, environ=None):
     return check_hazards(report, config, route, function, environ)
 
 
-def notify_function(environ=None):
-    """The SQL function Odoo sends its NOTIFY with (bus and cron alike)."""
-    environ = os.environ if environ is None else environ
-    return environ.get("ODOO_NOTIFY_FUNCTION") or DEFAULT_NOTIFY_FUNCTION
-
-
 def check_hazards(report, config, route, function, environ=None):
     """Findings beyond the round trip; the worst decides an OK verdict."""
     try:
         cron_redirected = route.configured and cron_redirect_enabled(config, environ)
         findings = find_hazards(config, route, cron_redirected)
-    except (psycopg2.Error, RouteConfigError, ValueError) as error:
+    except (psycopg2.Error, OptionError, ValueError) as error:
         findings = [
             Finding(
                 "hazards", OK, f"the further checks could not run: {first_line(error)}"
@@ -321,7 +317,7 @@ def _poll_failure(report, config, params, name, error):
         options = diagnose_connection_error(
             error, resolve_route(odoo_db_options(config), environ={})
         )[0]
-    except RouteConfigError:
+    except OptionError:
         options = ()
     return _verdict(
         report,
