@@ -48,7 +48,7 @@ NEEDED = (
     "cli/__init__.py",
     "cli/bus_check.py",
     "controllers/__init__.py",
-    "controllers/health.py",
+    "controllers/main.py",
     "static/description/index.html",
     "static/description/icon.png",
 )
