@@ -137,12 +137,12 @@ class DispatcherPoller:
         for name in names:
             if name not in self.trackers:
                 self.trackers[name] = BusTracker(name=name)
-        done = self.polls.round(names)
-        self._deliver(done.answered)
-        for name, error in done.failed.items():
+        answered, failed, started = self.polls.round(names)
+        self._deliver(answered)
+        for name, error in failed.items():
             if not self._forget_if_gone(name, error):
                 raise error
-        return done.started
+        return started
 
     def _poll_database(self, name):
         """In a poll thread: (channels, whether the tracker just started)."""
