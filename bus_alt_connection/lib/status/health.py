@@ -75,20 +75,20 @@ def health_report(supervisor, last_received_at=None, now=None):
         "mode": mode.active,
         "mode_reason": mode.reason,
         "configured_mode": mode.configured,
-        "last_poll_age_s": _age(state.last_poll_at, now),
+        "last_poll_age_s": _age_or_none(state.last_poll_at, now),
         "connected": state.connected,
-        "connected_for_s": _age(state.connected_since, now)
+        "connected_for_s": _age_or_none(state.connected_since, now)
         if state.connected
         else None,
-        "down_for_s": _age(state.down_since, now),
+        "down_for_s": _age_or_none(state.down_since, now),
         "connects": state.connects,
         "reconnects": state.reconnects,
         "failed_attempts": state.failed_attempts,
         "last_error": state.last_error,
-        "last_notification_age_s": _age(last_received_at, now),
+        "last_notification_age_s": _age_or_none(last_received_at, now),
         "last_check": None
         if last is None
-        else {"kind": last.kind, "ok": last.ok, "age_s": _age(last.at, now)},
+        else {"kind": last.kind, "ok": last.ok, "age_s": _age_or_none(last.at, now)},
         "watch_stalled": stalled,
         "route": route.public_dict() if route is not None else None,
     }
@@ -106,5 +106,6 @@ def _recent(moment, now, poll_interval):
     return moment is not None and now - moment <= stale_after
 
 
-def _age(moment, now):
+def _age_or_none(moment, now):
+    """Seconds since ``moment``, to 0.1 s; None for never."""
     return None if moment is None else round(now - moment, 1)

@@ -93,34 +93,21 @@ def address_to_judge(environ):
     return None
 
 
-class Exposition:
-    """Metric families written one after the other, HELP and TYPE first."""
+def _family(lines, name, kind, help_text, samples):
+    """Append a metric family to ``lines``, HELP and TYPE first.
 
-    def __init__(self):
-        self.lines = []
-
-    def add(self, name, kind, help_text, samples):
-        """``samples``: [(labels dict, value)]; a family with none is left out."""
-        samples = list(samples)
-        if not samples:
-            return
-        self.lines.append(f"# HELP {PREFIX}{name} {help_text}")
-        self.lines.append(f"# TYPE {PREFIX}{name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
-
-    def text(self):
-        return "\n".join(self.lines) + "\n"
+    ``samples``: a list of (labels dict, value); a family with none is left
+    out.
+    """
+    if samples:
+        lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}"]
+    for labels, value in samples:
+        lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
 
 
 def _labels(labels):
-    if not labels:
-        return ""
-    return (
-        "{"
-        + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
-        + "}"
-    )
+    pairs = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+    return "{" + pairs + "}" if pairs else ""
 
 
 def _escape(value):
@@ -132,13 +119,14 @@ def _number(value):
         return "NaN"
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf"
-    return repr(float(value)) if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return "+Inf" if math.isinf(value) else repr(value)
+    return str(value)
 
 
-def _age(moment, now):
-    """Seconds since ``moment``; +Inf for never (alerts on "too long ago" fire)."""
+def _seconds_since_or_inf(moment, now):
+    """Seconds since ``moment``, to the ms; +Inf for never (alerts on "too
+    long ago" fire)."""
     return math.inf if moment is None else round(now - moment, 3)
 
 
@@ -151,8 +139,9 @@ def render(dispatcher, cron_listeners=(), now=None):
     :param cron_listeners: this process's cron trigger listeners
     """
     now = time.monotonic() if now is None else now
-    out = Exposition()
-    out.add(
+    lines = []
+    _family(
+        lines,
         "dispatcher_process",
         "gauge",
         "1 when this process runs the bus dispatcher (a threaded server or "
@@ -160,135 +149,134 @@ def render(dispatcher, cron_listeners=(), now=None):
         [({}, dispatcher is not None)],
     )
     if dispatcher is not None:
-        _bus(out, dispatcher, now)
-    _cron(out, list(cron_listeners))
-    return out.text()
+        _bus(lines, dispatcher, now)
+    _cron(lines, list(cron_listeners))
+    return "\n".join(lines) + "\n"
 
 
-def _bus(out, dispatcher, now):
+def _bus(lines, dispatcher, now):
     supervisor = dispatcher["supervisor"]
     state, mode, watch = supervisor.state, supervisor.mode, supervisor.watch
     route = supervisor.configured_route()
-    out.add(
+    _family(
+        lines,
         "dispatcher_started",
         "gauge",
         "1 once the first websocket has started core's dispatcher",
         [({}, dispatcher["started"])],
     )
-    out.add(
+    info = {
+        "configured_mode": mode.configured,
+        "mode": mode.active,
+        "route": route.describe() if route is not None else "",
+    }
+    _family(
+        lines,
         "listener_info",
         "gauge",
         "the listener's modes and route (never its password)",
-        [
-            (
-                {
-                    "configured_mode": mode.configured,
-                    "mode": mode.active,
-                    "route": route.describe() if route is not None else "",
-                },
-                1,
-            )
-        ],
+        [(info, 1)],
     )
-    out.add(
+    _family(
+        lines,
         "listener_up",
         "gauge",
         "1 while the listener (or poller) is connected",
         [({}, state.connected)],
     )
+    channel_map = dispatcher["channel_map"]
     for name, value, help_text in (
         ("listener_connects_total", state.connects, "successful connects"),
-        (
-            "listener_reconnects_total",
-            state.reconnects,
-            "connects after the first",
-        ),
+        ("listener_reconnects_total", state.reconnects, "connects after the first"),
         (
             "listener_failed_attempts_total",
             state.failed_attempts,
             "failed connect attempts and lost connections",
         ),
         ("poll_queries_total", state.poll_queries, "poll mode: bus.bus queries"),
+        (
+            "channel_lookups_total",
+            getattr(channel_map, "lookups", 0),
+            "channels core's loop looked up for the notifications it received",
+        ),
     ):
-        out.add(name, "counter", help_text, [({}, value)])
-    channel_map = dispatcher["channel_map"]
-    out.add(
-        "channel_lookups_total",
-        "counter",
-        "channels core's loop looked up for the notifications it received",
-        [({}, getattr(channel_map, "lookups", 0))],
-    )
-    out.add(
+        _family(lines, name, "counter", help_text, [({}, value)])
+    _family(
+        lines,
         "last_notification_age_seconds",
         "gauge",
         "seconds since core's loop last received a notification (+Inf: never)",
-        [({}, _age(getattr(channel_map, "last_received_at", None), now))],
+        [
+            (
+                {},
+                _seconds_since_or_inf(
+                    getattr(channel_map, "last_received_at", None), now
+                ),
+            )
+        ],
     )
     if watch is not None:
-        _checks(out, watch, now)
+        _checks(lines, watch.record, now)
 
 
-def _checks(out, watch, now):
-    out.add(
+def _checks(lines, record, now):
+    _family(
+        lines,
         "checks_total",
         "counter",
         "self-checks and heartbeats, by result",
         [
-            (
-                {"kind": kind, "result": result},
-                watch.record.counts.get((kind, result), 0),
-            )
+            ({"kind": kind, "result": result}, record.counts.get((kind, result), 0))
             for kind in ("self-check", "heartbeat")
             for result in ("pass", "fail")
         ],
     )
-    out.add(
+    _family(
+        lines,
         "check_last_pass_age_seconds",
         "gauge",
         "seconds since a self-check or heartbeat last passed (+Inf: never)",
-        [({}, _age(watch.record.last_pass_at, now))],
+        [({}, _seconds_since_or_inf(record.last_pass_at, now))],
     )
-    out.add(
+    _family(
+        lines,
         "check_round_trip_seconds",
         "gauge",
         "the last passing check's time from NOTIFY to core's dispatch",
-        [({}, watch.record.last_round_trip)]
-        if watch.record.last_round_trip is not None
-        else [],
+        [({}, record.last_round_trip)] if record.last_round_trip is not None else [],
     )
 
 
-def _cron(out, listeners):
-    def per_runner(value_of):
-        return [
-            ({"runner": listener.name}, value_of(listener)) for listener in listeners
-        ]
-
-    out.add(
-        "cron_listener_up",
-        "gauge",
-        "1 while a cron runner's trigger listener is connected",
-        per_runner(lambda listener: listener.backend_pid is not None),
-    )
-    out.add(
-        "cron_listener_connects_total",
-        "counter",
-        "connects of a cron runner's trigger listener",
-        per_runner(lambda listener: listener.state.connects),
-    )
-    out.add(
-        "cron_triggers_total",
-        "counter",
-        "cron triggers received",
-        per_runner(lambda listener: listener.triggers),
-    )
-    out.add(
-        "cron_self_check_passed",
-        "gauge",
-        "1 when the last self-check or heartbeat heard Odoo's NOTIFY, 0 when "
-        "not (NaN: none yet)",
-        per_runner(_last_check_passed),
-    )
+def _cron(lines, listeners):
+    for name, kind, help_text, value_of in (
+        (
+            "cron_listener_up",
+            "gauge",
+            "1 while a cron runner's trigger listener is connected",
+            lambda listener: listener.backend_pid is not None,
+        ),
+        (
+            "cron_listener_connects_total",
+            "counter",
+            "connects of a cron runner's trigger listener",
+            lambda listener: listener.state.connects,
+        ),
+        (
+            "cron_triggers_total",
+            "counter",
+            "cron triggers received",
+            lambda listener: listener.triggers,
+        ),
+        (
+            "cron_self_check_passed",
+            "gauge",
+            "1 when the last self-check or heartbeat heard Odoo's NOTIFY, 0 when "
+            "not (NaN: none yet)",
+            _last_check_passed,
+        ),
+    ):
+        samples = [({"runner": one.name}, value_of(one)) for one in listeners]
+        _family(lines, name, kind, help_text, samples)
 
 
 def _last_check_passed(listener):
