@@ -5,6 +5,7 @@ import threading
 
 from bus_alt_connection.lib.listener import listen_request
 from bus_alt_connection.lib.listener.listen_request import ListenRequest
+from bus_alt_connection.lib.log_once import error_once
 
 
 def armed(kind="bus", timeout=30.0):
@@ -62,7 +63,7 @@ def test_requests_belong_to_their_thread_and_kind():
 
 def test_error_once_logs_one_error_per_process(caplog):
     logger = logging.getLogger("bus_alt_connection.test")
-    on_missed = listen_request.error_once(logger, "route not in use (%s)")
+    on_missed = error_once(logger, "route not in use (%s)")
     with caplog.at_level(logging.INFO, logger=logger.name):
         on_missed("first")
         on_missed("second")

@@ -1,6 +1,6 @@
 """The problem and the fix, on a real PostgreSQL and a real PgBouncer."""
 
-from bus_alt_connection.lib.listener.round_trip import notify_roundtrip
+from bus_alt_connection.lib.listener.round_trip import notify_roundtrip, sender
 from bus_alt_connection.lib.route.config import resolve_route
 from bus_alt_connection.lib.route.connection import listener_params
 
@@ -23,7 +23,10 @@ def test_listen_through_transaction_pooler_hears_nothing(sandbox):
     route = resolve_route(odoo_config(sandbox), environ={})
     assert not route.configured
     result = notify_roundtrip(
-        listener_params(route), sandbox.pgbouncer.odoo_params(), count=5, timeout=2
+        listener_params(route),
+        sender(sandbox.pgbouncer.odoo_params()),
+        count=5,
+        timeout=2,
     )
     assert (result["sent"], result["received"]) == (5, 0)
 
@@ -36,7 +39,10 @@ def test_listen_on_the_addon_route_hears_every_notification(sandbox):
     )
     route = resolve_route(config, environ={})
     result = notify_roundtrip(
-        listener_params(route), sandbox.pgbouncer.odoo_params(), count=5, timeout=5
+        listener_params(route),
+        sender(sandbox.pgbouncer.odoo_params()),
+        count=5,
+        timeout=5,
     )
     assert (result["sent"], result["received"]) == (5, 5)
     assert result["standby"] is False
@@ -47,7 +53,10 @@ def test_session_mode_alias_of_postgres_also_works(sandbox):
     route = resolve_route(config, environ={})
     assert route.port == str(sandbox.pgbouncer.port)
     result = notify_roundtrip(
-        listener_params(route), sandbox.pgbouncer.odoo_params(), count=5, timeout=5
+        listener_params(route),
+        sender(sandbox.pgbouncer.odoo_params()),
+        count=5,
+        timeout=5,
     )
     assert result["received"] == 5
 

@@ -8,9 +8,8 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus_alt_connection.lib.listener.auto_mode import ModeState
-from bus_alt_connection.lib.listener.engine import ListenerState
-from bus_alt_connection.lib.listener.watch import CheckResult, ListenerWatch
+from bus_alt_connection.lib.listener.life import ListenerState
+from bus_alt_connection.lib.listener.watch import ListenerWatch
 from bus_alt_connection.lib.route.config import OptionError, resolve_route
 from bus_alt_connection.lib.status.metrics import (
     address_allowed,
@@ -20,11 +19,13 @@ from bus_alt_connection.lib.status.metrics import (
 )
 
 from .test_listener_bus import (
+    attempt,
     listens_then_stops,
     lost_after_listening,
-    make_supervisor,
+    make_listener,
     refused,
 )
+from .test_listener_watch import a_listener
 
 SECRET = "metrics-never-show-this"
 
@@ -57,21 +58,11 @@ class TriggerListener:
         self.state = ListenerState(connects=2)
         self.triggers = 5
         self.watch = a_watch(None, {})
-        self.watch.record.last_result = (
-            None if heard is None else CheckResult(heard, "x", 0)
-        )
+        self.watch.record.last_check_passed = heard
 
 
 def a_watch(route, counts, last_pass_at=None):
-    watch = ListenerWatch(
-        "bus listener",
-        route,
-        new_probe=None,
-        send_notify=None,
-        explain_deafness=None,
-        interrupt_listener=None,
-        stop_event=None,
-    )
+    watch = ListenerWatch(a_listener(), route)
     watch.record.counts.update(counts)
     watch.record.last_pass_at = last_pass_at
     watch.record.last_round_trip = 0.004 if last_pass_at is not None else None
@@ -79,15 +70,15 @@ def a_watch(route, counts, last_pass_at=None):
 
 
 def test_a_listening_dispatcher_and_its_checks():
-    supervisor, stop, clock = make_supervisor(a_route)
-    supervisor.run_attempt(listens_then_stops(stop), lambda: None)
-    supervisor.watch = a_watch(
-        supervisor.route(),
+    listener, stop, clock = make_listener(a_route)
+    attempt(listener, listens_then_stops(stop))
+    listener.watch = a_watch(
+        listener.route(),
         {("self-check", "pass"): 1, ("heartbeat", "pass"): 3, ("heartbeat", "fail"): 1},
         last_pass_at=clock.now - 12,
     )
     text = render(
-        {"supervisor": supervisor, "started": True, "channel_map": ChannelMap()},
+        {"listener": listener, "started": True, "channel_map": ChannelMap()},
         [TriggerListener("cron0", True, True), TriggerListener("cron1", False, None)],
         now=clock.now,
     )
@@ -251,13 +242,13 @@ def counter(got, name):
 def test_reconnects_and_failed_attempts_count_what_the_listener_went_through():
     """Connected, lost, refused twice, back: 2 connects, 1 reconnect, 3
     failed attempts (the loss counts as one)."""
-    supervisor, stop, _clock = make_supervisor(a_route)
-    supervisor.run_attempt(lost_after_listening, lambda: None)
-    supervisor.run_attempt(refused, lambda: None)
-    supervisor.run_attempt(refused, lambda: None)
-    supervisor.run_attempt(listens_then_stops(stop), lambda: None)
+    listener, stop, _clock = make_listener(a_route)
+    attempt(listener, lost_after_listening)
+    attempt(listener, refused)
+    attempt(listener, refused)
+    attempt(listener, listens_then_stops(stop))
     got = samples(
-        render({"supervisor": supervisor, "started": True, "channel_map": ChannelMap()})
+        render({"listener": listener, "started": True, "channel_map": ChannelMap()})
     )
     assert counter(got, "listener_connects_total") == 2
     assert counter(got, "listener_reconnects_total") == 1
@@ -266,19 +257,17 @@ def test_reconnects_and_failed_attempts_count_what_the_listener_went_through():
 
 
 def test_poll_queries_count_every_database_of_every_round():
-    supervisor, stop, _clock = make_supervisor(
-        a_route, mode=ModeState(configured="poll", active="poll")
-    )
+    listener, stop, _clock = make_listener(a_route, mode="poll")
 
     def three_rounds(on_polling):
         for databases in (2, 0, 3):
-            supervisor.poller.polled(databases)
+            listener.polled(databases)
         on_polling()
         stop.set()
 
-    supervisor.poller.run(three_rounds, lambda: None, "pgbouncer:6432")
+    listener.run_once(listen=None, poll=three_rounds)
     got = samples(
-        render({"supervisor": supervisor, "started": True, "channel_map": ChannelMap()})
+        render({"listener": listener, "started": True, "channel_map": ChannelMap()})
     )
     assert counter(got, "poll_queries_total") == 5
     assert counter(got, "listener_up") == 1

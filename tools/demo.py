@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from bus_alt_connection.lib.listener.round_trip import notify_roundtrip
+from bus_alt_connection.lib.listener.round_trip import notify_roundtrip, sender
 from bus_alt_connection.lib.route.config import resolve_route
 from bus_alt_connection.lib.route.connection import listener_params
 
@@ -58,7 +58,7 @@ def listener_rows(sandbox):
         route = resolve_route(odoo_conf(sandbox, with_route), environ={})
         result = notify_roundtrip(
             listener_params(route),
-            sandbox.pgbouncer.odoo_params(),
+            sender(sandbox.pgbouncer.odoo_params()),
             count=COUNT,
             timeout=3,
         )

@@ -1,2 +1,1 @@
-from . import health
-from . import metrics
+from . import main

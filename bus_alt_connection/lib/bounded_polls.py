@@ -14,7 +14,6 @@ connections wait cooperatively there.
 """
 
 import concurrent.futures
-import dataclasses
 import itertools
 import logging
 import queue
@@ -29,48 +28,13 @@ POLL_BOUND = 2.0
 MAX_RUNNING_POLLS = 16
 
 
-@dataclasses.dataclass
-class Round:
-    """What the polls that ended since the previous round returned."""
-
-    answered: dict = dataclasses.field(default_factory=dict)  # name: result
-    failed: dict = dataclasses.field(default_factory=dict)  # name: exception
-    started: int = 0  # polls started in this round
-
-
-class DaemonThreads:
-    """Runs calls in reused daemon threads: a poll stuck on its database must
-    not hold up the process's exit (ThreadPoolExecutor joins its threads)."""
-
-    def __init__(self, name):
-        self._name = name
-        self._work = queue.Queue()
-        self._idle = threading.Semaphore(0)
-        self._numbers = itertools.count(1)
-
-    def submit(self, function, *args):
-        future = concurrent.futures.Future()
-        self._work.put((future, function, args))
-        if not self._idle.acquire(blocking=False):
-            name = f"{self._name}-{next(self._numbers)}"
-            threading.Thread(target=self._serve, name=name, daemon=True).start()
-        return future
-
-    def _serve(self):
-        while True:
-            future, function, args = self._work.get()
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function(*args))
-                except BaseException as error:
-                    future.set_exception(error)
-                    if not isinstance(error, Exception):
-                        raise  # the thread is asked to end (exit, greenlet kill)
-            self._idle.release()
-
-
 class BoundedPolls:
-    """The poll rounds of one process (the dispatcher's thread calls them)."""
+    """The poll rounds of one process (the dispatcher's thread calls them).
+
+    Each poll runs in a reused daemon thread: a poll stuck on its database
+    must not hold up the process's exit (ThreadPoolExecutor joins its
+    threads).
+    """
 
     def __init__(self, poll_one, bound=POLL_BOUND, max_running=MAX_RUNNING_POLLS):
         """:param poll_one: ``poll_one(name)`` polls database ``name`` and
@@ -78,27 +42,48 @@ class BoundedPolls:
         self._poll_one = poll_one
         self._bound = bound
         self._max_running = max_running
-        self._threads = DaemonThreads("bus_alt_connection.poll")
         self._running = {}  # name: future
         self._slow = set()  # databases said slow, until one answers in time
+        self._work = queue.Queue()  # (future, poll_one, name) for the threads
+        self._idle = threading.Semaphore(0)  # threads waiting for work
+        self._numbers = itertools.count(1)
 
     def round(self, names):
-        """Poll each of ``names`` not being polled already; return a Round."""
+        """Poll each of ``names`` not being polled already; return what the
+        polls that ended since the previous round returned, ``(answered,
+        failed, started)``: {name: result}, {name: exception} and how many
+        polls this round started."""
         started = 0
         for name in names:
             if name in self._running or self._busy() >= self._max_running:
                 continue
             started += 1
             self._poll_within_bound(name)
-        done = self._take_done()
-        done.started = started
-        return done
+        answered, failed = {}, {}
+        for name, future in list(self._running.items()):
+            if not future.done():
+                continue
+            del self._running[name]
+            error = future.exception()
+            if error is None:
+                answered[name] = future.result()
+            else:
+                failed[name] = error
+        return answered, failed, started
 
     def _busy(self):
         return sum(not future.done() for future in self._running.values())
 
     def _poll_within_bound(self, name):
-        future = self._running[name] = self._threads.submit(self._poll_one, name)
+        future = self._running[name] = concurrent.futures.Future()
+        self._work.put((future, self._poll_one, name))
+        if not self._idle.acquire(blocking=False):
+            threading.Thread(
+                target=self._serve,
+                args=(self._work, self._idle),
+                name=f"bus_alt_connection.poll-{next(self._numbers)}",
+                daemon=True,
+            ).start()
         try:
             error = future.exception(timeout=self._bound)
         except concurrent.futures.TimeoutError:
@@ -107,18 +92,19 @@ class BoundedPolls:
         if error is None:
             self._say_back(name)
 
-    def _take_done(self):
-        done = Round()
-        for name, future in list(self._running.items()):
-            if not future.done():
-                continue
-            del self._running[name]
-            error = future.exception()
-            if error is None:
-                done.answered[name] = future.result()
-            else:
-                done.failed[name] = error
-        return done
+    @staticmethod
+    def _serve(work, idle):
+        """A poll thread's loop; it holds the queue, not the BoundedPolls."""
+        while True:
+            future, poll_one, name = work.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(poll_one(name))
+                except BaseException as error:
+                    future.set_exception(error)
+                    if not isinstance(error, Exception):
+                        raise  # the thread is asked to end (exit, greenlet kill)
+            idle.release()
 
     def _say_slow(self, name):
         if name in self._slow:

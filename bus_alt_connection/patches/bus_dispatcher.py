@@ -37,14 +37,15 @@ from ..lib.listener.round_trip import (
     route_facts,
 )
 from ..lib.listener.watch import channel_probe, deafness_explanation
-from ..lib.route.config import BUS_DATABASE, resolve_route
-from ..lib.route.connection import first_line, listener_params, refuse_standby
-from .bus_polling import (
-    DispatcherPoller,
-    db_host_answers,
-    describe_db_host,
-    wake_all_websockets,
+from ..lib.log_once import error_once
+from ..lib.route.config import (
+    BUS_DATABASE,
+    describe_endpoint,
+    odoo_db_params,
+    resolve_route,
 )
+from ..lib.route.connection import first_line, listener_params, refuse_standby
+from .bus_polling import DispatcherPoller, wake_all_websockets
 
 _logger = logging.getLogger(__name__)
 
@@ -73,10 +74,16 @@ class OdooBusListener(BusListener):
         wake_all_websockets(self.dispatcher)
 
     def db_host_answers(self):
-        return db_host_answers()
+        try:
+            with sql_db.db_connect(BUS_DATABASE).cursor() as cr:
+                cr.execute("SELECT 1")
+        except Exception as error:
+            _logger.debug("bus_alt_connection: db_host does not answer: %s", error)
+            return False
+        return True
 
     def describe_db_host(self):
-        return describe_db_host()
+        return describe_endpoint(odoo_db_params(config))
 
 
 class _ListenerCursor:
@@ -181,7 +188,7 @@ def _run_core_loop_on_route(core_loop, dispatcher, route, on_listening):
         )
 
 
-_report_route_unused = listen_request.error_once(
+_report_route_unused = error_once(
     _logger,
     "bus_alt_connection: core's bus dispatcher did not open its LISTEN "
     "connection through odoo.sql_db.db_connect('postgres') (%s): the "

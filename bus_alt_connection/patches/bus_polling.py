@@ -17,14 +17,12 @@ import psycopg2
 
 from odoo import sql_db
 from odoo.modules.registry import Registry
-from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
 from ..lib.bounded_polls import BoundedPolls
 from ..lib.listener.watch import Probe
 from ..lib.polling import BusTracker
-from ..lib.route.config import describe_endpoint, odoo_db_params
 from ..lib.route.connection import first_line
 
 _logger = logging.getLogger(__name__)
@@ -45,10 +43,6 @@ def loaded_registries():
 
 def _has_bus(registry):
     return registry.ready and "bus.bus" in registry
-
-
-def describe_db_host():
-    return describe_endpoint(odoo_db_params(config))
 
 
 def subscribed_databases(channel_map):
@@ -134,12 +128,12 @@ class DispatcherPoller:
         for name in names:
             if name not in self.trackers:
                 self.trackers[name] = BusTracker(name=name)
-        done = self.polls.round(names)
-        self._deliver(done.answered)
-        for name, error in done.failed.items():
+        answered, failed, started = self.polls.round(names)
+        self._deliver(answered)
+        for name, error in failed.items():
             if not self._forget_if_gone(name, error):
                 raise error
-        return done.started
+        return started
 
     def _poll_database(self, name):
         """In a poll thread: (channels, whether the tracker just started)."""
@@ -182,14 +176,3 @@ class DispatcherPoller:
                 first_line(error),
             )
         return True
-
-
-def db_host_answers():
-    """Whether Odoo's own route answers (auto mode, before polling)."""
-    try:
-        with sql_db.db_connect("postgres").cursor() as cr:
-            cr.execute("SELECT 1")
-    except Exception as error:
-        _logger.debug("bus_alt_connection: db_host does not answer: %s", error)
-        return False
-    return True

@@ -23,6 +23,7 @@ from odoo.tools import config
 
 from ..lib.listener import listen_request
 from ..lib.listener.cron import CRON_CHANNEL, TriggerConnection
+from ..lib.log_once import error_once
 from ..lib.route.config import (
     BUS_DATABASE,
     OptionError,
@@ -56,7 +57,7 @@ def arm_trigger_request(factory):
     listen_request.arm(LISTEN_REQUEST, request)
 
 
-_report_missed = listen_request.error_once(
+_report_missed = error_once(
     _logger,
     "bus_alt_connection: cron_trigger_redirect is on, but core's cron runner "
     "did not open its LISTEN connection through "

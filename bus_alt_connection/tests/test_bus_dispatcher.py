@@ -12,8 +12,8 @@ from odoo.tools import config
 from odoo.addons.bus.models import bus as core_bus
 
 from ..lib.listener import listen_request
-from ..lib.listener.bus import ListenerSupervisor
-from ..lib.route.config import resolve_route
+from ..lib.listener.bus import BusListener
+from ..lib.route.config import read_settings, resolve_route
 from ..patches import bus_dispatcher
 
 ROUTE_OPTIONS = {
@@ -77,7 +77,7 @@ class TestDispatcherPatch(TransactionCase):
         super().setUpClass()
         # Odoo's loader calls post_load; a runner that imports the tests
         # first (pytest-odoo) keeps it from doing so. install() is idempotent.
-        cls.supervisor = bus_dispatcher.install()
+        cls.listener = bus_dispatcher.install(read_settings(config))
 
     def setUp(self):
         super().setUp()
@@ -96,11 +96,11 @@ class TestDispatcherPatch(TransactionCase):
         config.options.update(before)
 
     def test_loop_is_wrapped_once(self):
-        supervisor = core_bus.ImDispatch.loop.bus_alt_connection
-        self.assertIsInstance(supervisor, ListenerSupervisor)
-        self.assertIs(supervisor, self.supervisor)
+        listener = core_bus.ImDispatch.loop.bus_alt_connection
+        self.assertIsInstance(listener, BusListener)
+        self.assertIs(listener, self.listener)
         db_connect = sql_db.db_connect
-        self.assertIs(bus_dispatcher.install(), supervisor)
+        self.assertIs(bus_dispatcher.install(read_settings(config)), listener)
         self.assertIs(sql_db.db_connect, db_connect, "patched twice")
 
     def test_channel_map_notes_core_lookups(self):
@@ -166,18 +166,19 @@ class TestDispatcherPatch(TransactionCase):
     def test_listen_request_is_used_once(self):
         route = resolve_route(config, environ={})
         heard = []
-        target = bus_dispatcher._ListenerTarget(route, lambda: heard.append(1))
         listen_request.arm(
             bus_dispatcher.LISTEN_REQUEST,
-            listen_request.ListenRequest(target, heard.append),
+            listen_request.ListenRequest(
+                (route, lambda: heard.append(1)), heard.append
+            ),
         )
         try:
             connection = sql_db.db_connect("postgres")
             again = sql_db.db_connect("postgres")
         finally:
             listen_request.disarm(bus_dispatcher.LISTEN_REQUEST)
-        self.assertIsInstance(connection, bus_dispatcher._ListenerConnection)
-        self.assertNotIsInstance(again, bus_dispatcher._ListenerConnection)
+        self.assertIn("cursor", vars(connection), "its cursor reports LISTEN")
+        self.assertNotIn("cursor", vars(again))
         self.assertEqual(heard, [])
 
     def test_a_core_loop_that_does_not_take_the_route_is_reported(self):

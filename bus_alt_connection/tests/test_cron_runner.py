@@ -2,8 +2,10 @@
 from odoo import sql_db
 from odoo.service import server
 from odoo.tests.common import TransactionCase
+from odoo.tools import config
 
 from ..lib.listener import listen_request
+from ..lib.route.config import read_settings
 from ..patches import bus_dispatcher, cron_runner
 
 
@@ -12,9 +14,9 @@ class TestCronPatch(TransactionCase):
     def setUpClass(cls):
         super().setUpClass()
         # see test_bus_dispatcher: install() is idempotent
-        settings, mode = bus_dispatcher.settings_or_defaults()
-        bus_dispatcher.install(settings, mode)
-        cron_runner.install(settings, mode)
+        settings = read_settings(config)
+        bus_dispatcher.install(settings)
+        cron_runner.install(settings)
         cls.factory = cron_runner.installed_factory()
 
     def tearDown(self):
@@ -52,5 +54,5 @@ class TestCronPatch(TransactionCase):
 
     def test_installed_once(self):
         runner = server.ThreadedServer.cron_thread
-        cron_runner.install(*bus_dispatcher.settings_or_defaults())
+        cron_runner.install(read_settings(config))
         self.assertIs(server.ThreadedServer.cron_thread, runner, "patched twice")

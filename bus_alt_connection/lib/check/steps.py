@@ -19,17 +19,18 @@ from ..listener.round_trip import (
     notify_function,
     notify_roundtrip,
     route_facts,
+    sender,
 )
 from ..listener.watch import deafness_explanation
 from ..polling import BusTracker
 from ..route.config import (
     BUS_DATABASE,
     DIRECT_ROUTE_HINT,
+    ODOO_DB_OPTIONS,
     UNSET_VALUES,
     OptionError,
     cron_redirect_enabled,
     describe_endpoint,
-    odoo_db_options,
     odoo_db_params,
     read_settings,
     resolve_cron_route,
@@ -61,9 +62,8 @@ def check_db_host(params):
     With pg_notify: whatever ODOO_NOTIFY_FUNCTION does, this is about
     the route.
     """
-    result = notify_roundtrip(
-        params, params, timeout=PROBE_TIMEOUT, function=DEFAULT_NOTIFY_FUNCTION
-    )
+    send = sender(params, DEFAULT_NOTIFY_FUNCTION)
+    result = notify_roundtrip(params, send, timeout=PROBE_TIMEOUT)
     works = result["received"] == result["sent"]
     return {
         "route": describe_endpoint(params),
@@ -73,9 +73,8 @@ def check_db_host(params):
 
 
 def check_route(route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
-    result = notify_roundtrip(
-        listener_params(route), notify_params, timeout=PROBE_TIMEOUT, function=function
-    )
+    send = sender(notify_params, function)
+    result = notify_roundtrip(listener_params(route), send, timeout=PROBE_TIMEOUT)
     return {
         "route": route.describe(),
         "received": result["received"] == result["sent"],
@@ -315,7 +314,7 @@ def _poll_failure(report, config, params, name, error):
         )
     try:
         options = diagnose_connection_error(
-            error, resolve_route(odoo_db_options(config), environ={})
+            error, resolve_route({o: config.get(o) for o in ODOO_DB_OPTIONS}, {})
         )[0]
     except OptionError:
         options = ()

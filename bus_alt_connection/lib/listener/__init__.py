@@ -1,1 +1,1 @@
-"""One listener engine, and the bus and cron trigger listeners on it."""
+"""The listener's life (``life.py``), and the bus and cron listeners."""

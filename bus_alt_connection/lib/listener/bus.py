@@ -1,24 +1,21 @@
 """The bus listener: core's dispatcher loop on the listener route, or polls.
 
-Plain Python. Core's ``ImDispatch.run`` calls ``ImDispatch.loop`` again
-and again; the Odoo glue hands each call to ``BusListener.run_once``,
-which reads top to bottom:
+Plain Python. Core's ``ImDispatch.run`` calls ``ImDispatch.loop`` again and
+again; the Odoo glue hands each call to ``BusListener.run_once``:
 
 * listen (``imdispatcher_mode`` listen, or auto while the route works):
-  core's loop runs with its LISTEN connection on the listener route; the
-  watch self-checks it after each connect and heartbeats after that; when
-  it fails, the life (``life.py``) logs and waits, and core calls again;
+  core's loop runs with its LISTEN connection on the listener route, as one
+  attempt of the listener's life (``life.py``);
 * poll (``imdispatcher_mode`` poll, or auto while the route cannot work):
   the glue's poll loop reads new ``bus.bus`` rows through db_host;
 * auto: the bus polls after ``imdispatcher_auto_failed_checks`` failed
-  connects in a row while db_host answers, or as many failed checks, or at
-  once when the route's configuration cannot work; while it polls, it tries
-  the route every ``imdispatcher_listen_retry_interval`` seconds and
-  listens again as soon as a NOTIFY sent through db_host reaches it.
+  connects or checks in a row while db_host answers, or at once when the
+  route's configuration cannot work; meanwhile it tries the route every
+  ``imdispatcher_listen_retry_interval`` seconds and listens again once a
+  NOTIFY sent through db_host reaches it.
 
-Either way, once connected the websockets are woken to read what they
-missed. The glue subclasses ``BusListener`` to say how Odoo sends a NOTIFY,
-wakes websockets and subscribes the watch's probe.
+The glue subclasses ``BusListener`` to say how Odoo sends a NOTIFY, wakes
+websockets and subscribes the watch's probe.
 """
 
 import dataclasses
@@ -28,7 +25,7 @@ import threading
 from ..route.config import BUS_DATABASE, DIRECT_ROUTE_HINT, OptionError
 from ..route.connection import diagnose_connection_error, first_line, listener_params
 from .life import ListenerLife
-from .round_trip import route_hears
+from .round_trip import notify_roundtrip
 from .watch import ListenerWatch
 
 _logger = logging.getLogger(__name__)
@@ -55,8 +52,6 @@ class BusListener(ListenerLife):
     catch_up_text = "waking the websockets to catch up"
 
     def __init__(self, settings, resolve_route, stop_event, **life_options):
-        """:param resolve_route: returns the listener route, or raises
-        OptionError"""
         source = settings.values["mode"].source if settings.values else "default"
         self.mode = ModeState(
             configured=settings.mode,
@@ -80,14 +75,12 @@ class BusListener(ListenerLife):
     # one call of core's loop -------------------------------------------------
 
     def run_once(self, listen, poll):
-        """What one call of core's loop does; never raises, except on shutdown.
+        """One call of core's loop; never raises, except on shutdown.
 
         :param listen: ``listen(route, on_connected)`` runs core's loop with
-            its LISTEN connection on ``route``, and calls
-            ``on_connected(connection)`` once LISTEN is committed
+            its LISTEN connection on ``route``
         :param poll: ``poll(on_connected)`` polls until a poll fails (raises)
-            or the bus listens again, and calls ``on_connected()`` after its
-            first successful round
+            or the bus listens again
         """
         if self.mode.active == "poll":
             delay = self.attempt(poll)
@@ -105,7 +98,6 @@ class BusListener(ListenerLife):
             self.stop_event.wait(delay)
 
     def start_watch(self, route):
-        """Self-check after each connect, heartbeats meanwhile."""
         return ListenerWatch(self, route).start("bus_alt_connection.watch")
 
     def _route_cannot_work(self):
@@ -119,9 +111,8 @@ class BusListener(ListenerLife):
             self.stop_event.wait(IDLE_WAIT)
 
     def _poll_after_failed_connects(self, route):
-        """auto mode: enough failed connects in a row, while db_host answers,
-        whether or not the route worked before (its host down for good, a
-        firewall or pg_hba change)."""
+        """auto mode: whether or not the route worked before (its host down
+        for good, a firewall or pg_hba change)."""
         failed = self.failed_connects
         if (
             self.mode.configured != "auto"
@@ -212,16 +203,15 @@ class BusListener(ListenerLife):
         )
 
     def listen_works(self, route):
-        """(True, detail) when a NOTIFY sent as core sends it reaches a LISTEN
-        on ``route``."""
+        """(True, detail) when a NOTIFY through db_host reaches ``route``."""
         timeout = self.settings.selfcheck_timeout
         try:
-            elapsed = route_hears(listener_params(route), self.send_notify, timeout)
+            trip = notify_roundtrip(listener_params(route), self.send, timeout=timeout)
         except Exception as error:
             return False, first_line(error)
-        if elapsed is None:
+        if not trip["received"]:
             return False, f"nothing arrived within {timeout:g} s"
-        return True, f"a NOTIFY through db_host arrived in {elapsed:.0f} ms"
+        return True, f"a NOTIFY through db_host arrived in {trip['ms']:.0f} ms"
 
     # the route ---------------------------------------------------------------
 
@@ -245,8 +235,7 @@ class BusListener(ListenerLife):
         return self._route
 
     def configured_route(self):
-        """The route, unless the configured mode is poll, which needs none
-        (and whose route is neither resolved nor reported)."""
+        """The route, unless the configured mode is poll, which needs none."""
         return self.route() if self.mode.configured != "poll" else None
 
     def _report_route(self, route):
@@ -321,8 +310,11 @@ class BusListener(ListenerLife):
     def send_probe(self, payload):
         self.send_notify("imbus", payload)
 
+    def send(self, channel, count):
+        for number in range(count):
+            self.send_notify(channel, f"[{number}]")
+
     def db_host_answers(self):
-        """Whether Odoo's own route answers (auto mode, before polling)."""
         return True
 
     def describe_db_host(self):

@@ -55,15 +55,6 @@ DEAF_CONSEQUENCE = (
 )
 
 
-def trigger_application_name():
-    """How a cron trigger listener shows in ``pg_stat_activity``."""
-    return f"odoo-cron-listener-{os.getpid()}"
-
-
-def is_listen(query):
-    return str(query).lstrip().upper().startswith("LISTEN")
-
-
 class WakePipe:
     """What core's runner selects on. Wake-ups coalesce: the pipe holds at
     most one byte until the runner drains it, so a flood of triggers while
@@ -123,10 +114,9 @@ class TriggerConnection(ListenerLife):
         on_close=None,
     ):
         """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
-            ``cron_trigger`` through Odoo's own route (the checks); None: no
-            checks
+            ``cron_trigger`` through db_host (the checks); None: no checks
         :param fallback_execute: ``fallback_execute(query, params)`` runs
-            core's query through Odoo's own route while not connected
+            core's query through db_host while not connected
         :param on_close: called once, in the thread that closes it"""
         self.route = route
         self.name = name
@@ -155,8 +145,7 @@ class TriggerConnection(ListenerLife):
             self.watch = ListenerWatch(self, route)
 
     @property
-    def deaf_level(self):
-        # auto mode expects deaf routes: it polls the bus meanwhile
+    def deaf_level(self):  # auto mode expects deaf routes: the bus polls
         return logging.WARNING if self.settings.mode == "auto" else logging.ERROR
 
     @property
@@ -185,9 +174,9 @@ class TriggerConnection(ListenerLife):
             self._first_try.set()
 
     def _connect_and_read(self, on_connected):
-        pg = psycopg2.connect(
-            **listener_params(self.route, application_name=trigger_application_name())
-        )
+        # as it shows in pg_stat_activity
+        name = f"odoo-cron-listener-{os.getpid()}"
+        pg = psycopg2.connect(**listener_params(self.route, application_name=name))
         try:
             pg.autocommit = True
             # on a standby core would skip its LISTEN for good: retry instead
@@ -210,7 +199,6 @@ class TriggerConnection(ListenerLife):
                 pg.close()
 
     def _read(self, pg):
-        """Until the connection fails (raises) or is closed."""
         while not self.closed.is_set():
             select.select([pg], [], [], READ_TIMEOUT)
             with self._lock:
@@ -234,8 +222,7 @@ class TriggerConnection(ListenerLife):
         del self._inbox[:-MAX_KEPT_NOTIFIES]
         return arrived
 
-    def _listening(self):
-        """A LISTEN is active: a check sent now can arrive."""
+    def _listening(self):  # a check sent now can arrive
         watch = self.watch
         if watch is not None:
             watch.listener_connected(self._pg)
@@ -245,8 +232,7 @@ class TriggerConnection(ListenerLife):
     def diagnose(self, error):
         return diagnose_connection_error(error, self.route)[1]
 
-    def catch_up(self):
-        """Wake core's runner: it polls for jobs."""
+    def catch_up(self):  # core's runner polls for jobs
         with self._lock:
             self._wake.wake()
 
@@ -269,7 +255,7 @@ class TriggerConnection(ListenerLife):
 
     def execute(self, query, params=None):
         self._rows = []
-        if is_listen(query):
+        if str(query).lstrip().upper().startswith("LISTEN"):
             self._listen(query)
             return
         rows = self._execute_here(query, params)
@@ -297,7 +283,7 @@ class TriggerConnection(ListenerLife):
         self.close()
 
     def _listen(self, statement):
-        """Remember a LISTEN for every connection; run it if connected."""
+        """Remember a LISTEN for each connection to come; run it if connected."""
         with self._lock:
             first = statement not in self._listens
             if first:
@@ -327,7 +313,7 @@ class TriggerConnection(ListenerLife):
         return self._wake.fileno()
 
     def poll(self):
-        """Hand the notifications the reader thread received to core."""
+        """Hand what the reader thread received to core."""
         if self.closed.is_set():
             raise psycopg2.InterfaceError("connection already closed")
         with self._lock:

@@ -25,6 +25,7 @@ import logging
 import random
 import time
 
+from ..log_once import traceback_once
 from ..route.connection import StandbyRoute, first_line, interrupt_connection
 
 _logger = logging.getLogger(__name__)
@@ -231,14 +232,6 @@ class ListenerLife:
                 "shown once per error type)",
                 subject,
             )
-
-
-def traceback_once(logger, logged, error, message, *args):
-    """An ERROR with ``error``'s traceback, once per error type; ``logged``
-    is the set of the types already shown."""
-    if type(error) not in logged:
-        logged.add(type(error))
-        logger.error(message, *args, exc_info=error)
 
 
 def is_database_error(error):

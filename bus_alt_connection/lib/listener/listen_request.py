@@ -30,28 +30,23 @@ class ListenRequest:
 
     def __init__(self, payload, on_missed, timeout=TAKE_TIMEOUT):
         self.payload = payload
+        self.state = "pending"
         self._on_missed = on_missed
         self._lock = threading.Lock()
-        self.state = "pending"
-        self._timer = threading.Timer(
-            timeout, self.miss, (f"no connection was asked for within {timeout:g} s",)
-        )
+        why = f"no connection was asked for within {timeout:g} s"
+        self._timer = threading.Timer(timeout, self.settle, ("missed", why))
         self._timer.daemon = True
 
-    def _settle(self, state):
+    def settle(self, state, why=None):
+        """Taken, cancelled, or missed (``why``); True the first time only."""
         with self._lock:
             if self.state != "pending":
                 return False
             self.state = state
         self._timer.cancel()
-        return True
-
-    def miss(self, why):
-        if self._settle("missed"):
+        if why is not None:
             self._on_missed(why)
-
-    def take(self):
-        return self._settle("taken")
+        return True
 
 
 def arm(kind, request):
@@ -71,9 +66,9 @@ def take(kind, to):
     if request is None:
         return None
     setattr(_this_thread, kind, None)
-    if to == BUS_DATABASE and request.take():
+    if to == BUS_DATABASE and request.settle("taken"):
         return request.payload
-    request.miss(f"its first connection went to database {to!r}")
+    request.settle("missed", f"its first connection went to database {to!r}")
     return None
 
 
@@ -81,23 +76,5 @@ def disarm(kind, why=None):
     """Drop this thread's pending request; with ``why``, report it missed."""
     request = getattr(_this_thread, kind, None)
     setattr(_this_thread, kind, None)
-    if request is None:
-        return
-    if why is None:
-        request._settle("cancelled")
-    else:
-        request.miss(why)
-
-
-def error_once(logger, message):
-    """``report(why)`` logs ``message % why`` as one ERROR per process: an
-    ``on_missed``, or any once-only complaint of the glue."""
-    reported = threading.Event()
-
-    def on_missed(why):
-        if not reported.is_set():
-            reported.set()
-            logger.error(message, why)
-
-    on_missed.reported = reported
-    return on_missed
+    if request is not None:
+        request.settle("missed" if why else "cancelled", why)

@@ -84,22 +84,25 @@ def route_facts(params):
         connection.close()
 
 
-def _send(notify_params, channel, count, function):
-    """NOTIFY the way Odoo does: short transactions on the pooled route.
+def sender(notify_params, function=None):
+    """``send(channel, count)``: NOTIFY the way Odoo does, short transactions
+    on ``notify_params`` with ``function`` (ODOO_NOTIFY_FUNCTION's, by
+    default); returns when the first was committed."""
+    statement = notify_sql(function or notify_function())
 
-    Returns when the first NOTIFY was committed.
-    """
-    connection = connect_autocommit(notify_params)
-    first_committed_at = None
-    statement = notify_sql(function)
-    try:
-        with connection.cursor() as cr:
-            for number in range(count):
-                cr.execute(statement, (channel, f"[{number}]"))
-                first_committed_at = first_committed_at or time.monotonic()
-    finally:
-        connection.close()
-    return first_committed_at
+    def send(channel, count):
+        connection = connect_autocommit(notify_params)
+        first_committed_at = None
+        try:
+            with connection.cursor() as cr:
+                for number in range(count):
+                    cr.execute(statement, (channel, f"[{number}]"))
+                    first_committed_at = first_committed_at or time.monotonic()
+        finally:
+            connection.close()
+        return first_committed_at
+
+    return send
 
 
 def _collect(connection, channel, expected, timeout):
@@ -123,19 +126,20 @@ def _collect(connection, channel, expected, timeout):
     return payloads, first_at
 
 
-def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0, function=None):
-    """LISTEN through ``listen_params``, NOTIFY ``count`` times through
-    ``notify_params`` with ``function`` (ODOO_NOTIFY_FUNCTION's, by default),
-    and say what arrived within ``timeout`` s: {"sent", "received" (how
-    many), "ms" (to the first, or None), "server_version", "standby"}.
+def notify_roundtrip(listen_params, send, count=1, timeout=5.0):
+    """LISTEN through ``listen_params``, ``send(channel, count)`` NOTIFYs
+    (``sender``'s, or the glue's through Odoo's pool), and say what arrived
+    within ``timeout`` s: {"sent", "received" (how many), "ms" (to the
+    first, or None), "server_version", "standby"}.
 
-    psycopg2 errors propagate (a failed connection, LISTEN on a standby).
+    psycopg2 errors of the listening side propagate.
     """
     with _listening(listen_params) as (listener, channel):
         with listener.cursor() as cr:
             cr.execute("SELECT current_setting('server_version'), pg_is_in_recovery()")
             version, standby = cr.fetchone()
-        sent_at = _send(notify_params, channel, count, function or notify_function())
+        sent_at = time.monotonic()
+        sent_at = send(channel, count) or sent_at
         payloads, first_at = _collect(listener, channel, count, timeout)
     return {
         "sent": count,
@@ -144,16 +148,3 @@ def notify_roundtrip(listen_params, notify_params, count=1, timeout=5.0, functio
         "server_version": version,
         "standby": standby,
     }
-
-
-def route_hears(listen_params, send_notify, timeout=5.0):
-    """Milliseconds until a NOTIFY sent by ``send_notify(channel, payload)``
-    reached a LISTEN through ``listen_params``, or None if it did not.
-
-    psycopg2 errors of the listening side propagate.
-    """
-    with _listening(listen_params) as (listener, channel):
-        sent_at = time.monotonic()
-        send_notify(channel, "[]")
-        payloads, first_at = _collect(listener, channel, 1, timeout)
-    return (first_at - sent_at) * 1000 if payloads else None

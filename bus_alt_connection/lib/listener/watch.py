@@ -26,8 +26,8 @@ import os
 import secrets
 import threading
 
+from ..log_once import traceback_once
 from ..route.config import DIRECT_ROUTE_HINT
-from .life import traceback_once
 
 _logger = logging.getLogger(__name__)
 
@@ -88,20 +88,18 @@ def is_token(payload):
 class CheckRecord:
     """What a watch's checks found so far, for health and metrics."""
 
-    #: the last check: "self-check" or "heartbeat", passed, when, why not
+    #: the last check: "self-check" or "heartbeat", passed, when
     last_kind: str | None = None
     last_check_passed: bool | None = None
     last_at: float | None = None
-    last_detail: str = ""
     #: {(kind, "pass" or "fail"): count}
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     last_pass_at: float | None = None
     #: seconds from NOTIFY to the listener's hand-on, of the last pass
     last_round_trip: float | None = None
 
-    def add(self, kind, ok, sent_at, at, detail=""):
+    def add(self, kind, ok, sent_at, at):
         self.last_kind, self.last_check_passed, self.last_at = kind, ok, at
-        self.last_detail = detail
         self.counts[kind, "pass" if ok else "fail"] += 1
         if ok:
             self.last_pass_at = at
@@ -206,16 +204,15 @@ class ListenerWatch:
                 return None
             sent_at = self._clock()
             heard = probe.wait(self._timeout)
-        at, detail = self._clock(), ""
+        at = self._clock()
         if heard:
             self._heard(kind, (at - sent_at) * 1000)
         else:
             connection = self._connection  # read once: it may be lost meanwhile
-            detail, cut = self._deaf(kind, self._hearing)
-            if cut and connection is not None:
+            if self._deaf(kind, self._hearing) and connection is not None:
                 self.listener.interrupt(connection)
         self._hearing = heard
-        self.record.add(kind, heard, sent_at, at, detail)
+        self.record.add(kind, heard, sent_at, at)
         self._next_due = self._due_after(heard, at)
         return heard
 
@@ -240,7 +237,7 @@ class ListenerWatch:
             )
 
     def _deaf(self, kind, was_hearing):
-        """(detail, whether to cut the listener's connection)."""
+        """Log what a failed check means; True: cut the listener's connection."""
         listener = self.listener
         self.failures += 1
         if was_hearing:
@@ -252,13 +249,13 @@ class ListenerWatch:
                 self.route.describe(),
                 self._timeout,
             )
-            return "heartbeat missed", True
+            return True
         if listener.polls_when_deaf:
             if self._deaf_detail is None:
                 self._deaf_detail = listener.explain_deafness()
-            return self._deaf_detail, listener.deaf(self._deaf_detail, self.failures)
+            return listener.deaf(self._deaf_detail, self.failures)
         if self._reported_deaf:
-            return "still deaf", False
+            return False
         detail = listener.explain_deafness()
         self._reported_deaf = True
         _logger.log(
@@ -272,7 +269,7 @@ class ListenerWatch:
             detail,
             listener.deaf_consequence,
         )
-        return detail, False
+        return False
 
     def _report_unexpected(self, error):
         traceback_once(

@@ -1,8 +1,9 @@
-"""Where the bus listener connects: the ``imdispatcher_db_*`` route.
+"""The addon's options: the listener routes and the Settings, read once.
 
-Plain Python (no Odoo import), so the check command and the test-suite can
-use it without an Odoo server. ``resolve_route`` reads a mapping that behaves
-like ``odoo.tools.config`` and an environment mapping.
+Plain Python. Each ``Option`` knows its name in Odoo's config, its
+environment variables and its fallback; each value read is an
+``OptionValue`` that says where it came from. ``config`` is a mapping with
+``get`` (``odoo.tools.config``, or a dict), ``environ`` an environment.
 """
 
 import dataclasses
@@ -21,14 +22,8 @@ OPTION_PREFIX = "imdispatcher_"
 ROUTE_PREFIX = OPTION_PREFIX + "db_"
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-TARGET_SESSION_ATTRS = (
-    "any",
-    "read-write",
-    "read-only",
-    "primary",
-    "standby",
-    "prefer-standby",
-)
+TARGET_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby")
+TARGET_SESSION_ATTRS += ("prefer-standby",)
 UNSET_VALUES = (None, False, "", "False", "false")
 
 
@@ -39,19 +34,14 @@ class OptionError(ValueError):
         self.option = option
         self.value = shown(value, secret)
         self.source = source
-        super().__init__(
-            f"{option} = {self.value!r} ({source}) {problem}; {hint}",
-        )
-
-
-SECRET_SHOWN_AS = "(set)"
+        super().__init__(f"{option} = {self.value!r} ({source}) {problem}; {hint}")
 
 
 def shown(value, secret):
     """The value as logs and reports may show it: a secret as set/unset."""
     if not secret:
         return value
-    return SECRET_SHOWN_AS if value not in UNSET_VALUES else None
+    return "(set)" if value not in UNSET_VALUES else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,66 +64,48 @@ class OptionValue:
     __str__ = __repr__
 
 
-def _parse_text(name, text, source):
-    return text
-
-
-def _refuse(name, text, source, problem, hint=None):
-    return OptionError(
-        name, text, source, problem, hint or f"set {name} to e.g. {_example(name)}"
-    )
-
-
-def _example(name):
-    default = SETTING_DEFAULTS.get(name)
-    return f"{default:g}" if isinstance(default, float) else default
-
-
-def _parse_hosts(name, text, source):
-    """Host names, each trimmed: libpq would try ``" pg2"`` as a name."""
-    hosts = [part.strip() for part in str(text).split(",")]
-    if len(hosts) > 1 and not all(hosts):
-        raise _refuse(
-            name,
-            text,
-            source,
-            "has an empty item in its list",
-            f"set {name} to host names separated by commas, e.g. pg1,pg2",
-        )
-    return ",".join(hosts)
-
-
+# A parser returns the value, or raises ValueError(problem[, hint]); the
+# hint may name "{option}"; by default it gives the option's default.
 _ASCII_WHOLE = re.compile(r"[0-9]+")
 _ASCII_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
-def _parse_ports(name, text, source):
+def _parse_text(text):
+    return text
+
+
+def _parse_hosts(text):
+    """Host names, each trimmed: libpq would try ``" pg2"`` as a name."""
+    hosts = [part.strip() for part in str(text).split(",")]
+    if len(hosts) > 1 and not all(hosts):
+        raise ValueError(
+            "has an empty item in its list",
+            "set {option} to host names separated by commas, e.g. pg1,pg2",
+        )
+    return ",".join(hosts)
+
+
+def _parse_ports(text):
     ports = [part.strip() for part in str(text).split(",")]
-    for port in ports:
-        if not _ASCII_WHOLE.fullmatch(port) or not 0 < int(port) < 65536:
-            raise _refuse(
-                name,
-                text,
-                source,
-                "is not a TCP port number",
-                f"set {name} to the port of a direct PostgreSQL route, e.g. 5432"
-                " (a comma-separated list when imdispatcher_db_host lists hosts)",
-            )
+    if not all(
+        _ASCII_WHOLE.fullmatch(port) and 0 < int(port) < 65536 for port in ports
+    ):
+        raise ValueError(
+            "is not a TCP port number",
+            "set {option} to the port of a direct PostgreSQL route, e.g. 5432"
+            " (a comma-separated list when imdispatcher_db_host lists hosts)",
+        )
     return ",".join(ports)
 
 
 def _parse_choice(choices, example):
-    def parse(name, text, source):
-        value = str(text).strip()
-        if value not in choices:
-            raise _refuse(
-                name,
-                text,
-                source,
+    def parse(text):
+        if str(text).strip() not in choices:
+            raise ValueError(
                 "is not one of " + ", ".join(choices),
-                f"set {name} to one of them, e.g. {example}",
+                f"set {{option}} to one of them, e.g. {example}",
             )
-        return value
+        return str(text).strip()
 
     return parse
 
@@ -154,22 +126,15 @@ def _number(text, pattern):
 def _seconds(low, high, off=False):
     """A parser of seconds from ``low`` to ``high``; 0 too when ``off``."""
 
-    def parse(name, text, source):
+    def parse(text):
         seconds = _number(text, _ASCII_DECIMAL)
         if seconds is None:
-            raise _refuse(name, text, source, "is not a number of seconds")
-        if off and seconds == 0:
-            return 0.0
-        if seconds == 0:
-            raise _refuse(name, text, source, "must be more than 0 seconds")
-        if not low <= seconds <= high:
-            raise _refuse(
-                name,
-                text,
-                source,
-                f"is outside {low:g} to {high:g} seconds"
-                + (" (0 switches it off)" if off else ""),
-            )
+            raise ValueError("is not a number of seconds")
+        if seconds == 0 and not off:
+            raise ValueError("must be more than 0 seconds")
+        if seconds and not low <= seconds <= high:
+            switch = " (0 switches it off)" if off else ""
+            raise ValueError(f"is outside {low:g} to {high:g} seconds{switch}")
         return seconds
 
     return parse
@@ -178,28 +143,24 @@ def _seconds(low, high, off=False):
 def _whole(what, low, high):
     """A parser of whole numbers from ``low`` to ``high``."""
 
-    def parse(name, text, source):
+    def parse(text):
         number = _number(text, _ASCII_WHOLE)
         if number is None or number != int(number) or number <= 0:
-            raise _refuse(name, text, source, f"is not a positive whole {what}")
+            raise ValueError(f"is not a positive whole {what}")
         if not low <= number <= high:
-            raise _refuse(name, text, source, f"is outside {low} to {high}")
+            raise ValueError(f"is outside {low} to {high}")
         return int(number)
 
     return parse
 
 
-def _parse_switch(name, text, source):
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
+def _parse_switch(text):
+    value = text if isinstance(text, bool) else str(text).strip().lower()
+    if value in (True, "1", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off"):
+    if value in (False, "0", "false", "no", "off"):
         return False
-    raise _refuse(
-        name, text, source, "is not a boolean", f"set {name} to True or False"
-    )
+    raise ValueError("is not a boolean", "set {option} to True or False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +219,18 @@ class Option:
         return OptionValue(None, "unset (libpq default)")
 
     def _parsed(self, raw, source, given=False):
-        value = self.parse(self.option, raw, source)
+        try:
+            value = self.parse(raw)
+        except ValueError as error:
+            problem, hint = (*error.args, None)[:2]
+            default = self.default
+            example = f"{default:g}" if isinstance(default, float) else default
+            hint = (hint or "set {option} to e.g. " + str(example)).format(
+                option=self.option
+            )
+            raise OptionError(
+                self.option, raw, source, problem, hint, self.secret
+            ) from None
         return OptionValue(value, source, self.secret, self.prefix if given else "")
 
 
@@ -310,7 +282,6 @@ SETTING_OPTIONS = (
     #: auto mode: while polling, how often the listener route is tried again
     _setting("listen_retry_interval", 300.0, _seconds(1, 86400)),
 )
-SETTING_DEFAULTS = {option.option: option.default for option in SETTING_OPTIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,7 +308,7 @@ class Settings:
                 "bus_alt_connection: %s; using its default (%s) meanwhile, the "
                 "other options stand.",
                 error,
-                SETTING_DEFAULTS[error.option],
+                self.values[error.option.removeprefix(OPTION_PREFIX)].value,
             )
 
 
@@ -357,11 +328,6 @@ def read_settings(config, environ=None):
     plain = {name: value.value for name, value in values.items()}
     plain["poll_interval"] /= 1000
     return Settings(**plain, values=values, refused=tuple(refused))
-
-
-#: psycopg2 keyword for each option, where it differs from the name
-#: ("database", as odoo.sql_db spells it, is psycopg2's alias of "dbname").
-LIBPQ_KEYWORDS = {"name": "database"}
 
 
 class ConnectParams(dict):
@@ -405,8 +371,9 @@ class ListenerRoute:
 
     def libpq_params(self):
         """Connection keywords for psycopg2/libpq (password included)."""
+        # "database", as odoo.sql_db spells it: psycopg2's alias of "dbname"
         return ConnectParams(
-            (LIBPQ_KEYWORDS.get(name, name), route_value.value)
+            ("database" if name == "name" else name, route_value.value)
             for name, route_value in self.values.items()
             if route_value.value not in UNSET_VALUES
         )
@@ -443,17 +410,12 @@ DIRECT_ROUTE_HINT = (
 ODOO_DB_OPTIONS = ("db_host", "db_port", "db_user", "db_password", "db_sslmode")
 
 
-def odoo_db_options(config):
-    """Odoo's own ``db_*`` options (``config`` may be Odoo's configmanager)."""
-    return {name: config.get(name) for name in ODOO_DB_OPTIONS}
-
-
 def odoo_db_params(config):
     """libpq keywords of Odoo's own route, to the bus database."""
     params = {"dbname": BUS_DATABASE, "connect_timeout": 10}
-    for name, value in odoo_db_options(config).items():
-        if value not in UNSET_VALUES:
-            params[name.removeprefix("db_")] = value
+    for name in ODOO_DB_OPTIONS:
+        if config.get(name) not in UNSET_VALUES:
+            params[name.removeprefix("db_")] = config.get(name)
     return params
 
 
@@ -465,25 +427,16 @@ def describe_endpoint(params):
 
 
 def resolve_route(config, environ=None):
-    """The listener route, from Odoo's config and the environment.
-
-    :param config: a mapping with ``get`` (``odoo.tools.config`` or a dict)
-    :param environ: defaults to ``os.environ``
-    :raises OptionError: on the first value that cannot work
-    """
+    """The bus listener's route; OptionError on the first value that cannot
+    work."""
     environ = os.environ if environ is None else environ
     values = {option.name: option.read(config, environ) for option in ROUTE_OPTIONS}
     return _checked(ListenerRoute(values=values))
 
 
 def resolve_cron_route(config, environ=None):
-    """The route of core's ``LISTEN cron_trigger`` connections.
-
-    Each value: ``ODOO_CRON_DB_<NAME>``, then ``cron_db_<name>``, then the
-    bus listener's route (so by default cron triggers follow the bus).
-
-    :raises OptionError: on the first value that cannot work
-    """
+    """The route of core's ``LISTEN cron_trigger`` connections: each value
+    ``ODOO_CRON_DB_<NAME>``, ``cron_db_<name>``, or the bus route's."""
     environ = os.environ if environ is None else environ
     bus = resolve_route(config, environ)
     values = {

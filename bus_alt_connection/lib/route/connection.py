@@ -1,7 +1,5 @@
-"""Connection parameters of the bus listener, and errors an operator can act on.
-
-Plain Python: psycopg2 only.
-"""
+"""A listener's connection: its libpq keywords, a standby refused, a
+connection cut on purpose, and the errors an operator can act on."""
 
 import contextlib
 import os
@@ -96,12 +94,7 @@ _DIAGNOSES = (
         % CONNECT_TIMEOUT,
     ),
     (
-        "no route to host",
-        ("host",),
-        "the network has no way to that host; check imdispatcher_db_host",
-    ),
-    (
-        "network is unreachable",
+        "no route to host|network is unreachable",
         ("host",),
         "the network has no way to that host; check imdispatcher_db_host",
     ),

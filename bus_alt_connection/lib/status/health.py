@@ -1,6 +1,6 @@
 """The listener's health, as a monitor and an administrator want it.
 
-Plain Python: built from the supervisor's state and the watch's last check.
+Plain Python: built from the listener's state and the watch's last check.
 """
 
 import time
@@ -29,24 +29,24 @@ def public_body(healthy, details):
     return body
 
 
-def idle_report(supervisor):
+def idle_report(listener):
     """(healthy, details) before the first websocket starts the dispatcher.
 
     Nobody waits for a notification yet, so idle is healthy, unless the
     configuration already says the listener cannot start.
     """
-    configured = supervisor.mode.configured == "poll" or supervisor.route() is not None
+    configured = listener.mode.configured == "poll" or listener.route() is not None
     details = {
         "state": "idle",
         "detail": "the dispatcher starts with the first websocket",
-        "mode": supervisor.mode.active,
-        "configured_mode": supervisor.mode.configured,
-        "last_error": supervisor.state.last_error,
+        "mode": listener.mode.active,
+        "configured_mode": listener.mode.configured,
+        "last_error": listener.state.last_error,
     }
     return configured, details
 
 
-def health_report(supervisor, last_received_at=None, now=None):
+def health_report(listener, last_received_at=None, now=None):
     """(healthy, details) of the listener of this process.
 
     ``last_received_at``: when the listener last received a notification
@@ -58,41 +58,41 @@ def health_report(supervisor, last_received_at=None, now=None):
     mode: the last poll of every loaded database succeeded recently.
     """
     now = time.monotonic() if now is None else now
-    state = supervisor.state
-    mode = supervisor.mode
-    watch = supervisor.watch
+    state = listener.state
+    mode = listener.mode
+    watch = listener.watch
     last = watch.record if watch is not None else None
     stalled = watch.stalled(now) if watch is not None else None
     if mode.active == "poll":
         healthy = state.connected and _recent(
-            state.last_poll_at, now, supervisor.settings.poll_interval
+            state.last_poll_at, now, listener.settings.poll_interval
         )
     else:
         passed = last is None or last.last_check_passed is not False
         healthy = state.connected and passed and not stalled
-    route = supervisor.configured_route()
+    route = listener.configured_route()
     details = {
         "state": _state(state.connected, mode.active),
         "mode": mode.active,
         "mode_reason": mode.reason,
         "configured_mode": mode.configured,
-        "last_poll_age_s": _age(state.last_poll_at, now),
+        "last_poll_age_s": _age_or_none(state.last_poll_at, now),
         "connected": state.connected,
-        "connected_for_s": _age(state.connected_since, now)
+        "connected_for_s": _age_or_none(state.connected_since, now)
         if state.connected
         else None,
-        "down_for_s": _age(state.down_since, now),
+        "down_for_s": _age_or_none(state.down_since, now),
         "connects": state.connects,
         "reconnects": state.reconnects,
         "failed_attempts": state.failed_attempts,
         "last_error": state.last_error,
-        "last_notification_age_s": _age(last_received_at, now),
+        "last_notification_age_s": _age_or_none(last_received_at, now),
         "last_check": None
         if last is None or last.last_kind is None
         else {
             "kind": last.last_kind,
             "ok": last.last_check_passed,
-            "age_s": _age(last.last_at, now),
+            "age_s": _age_or_none(last.last_at, now),
         },
         "watch_stalled": stalled,
         "route": route.public_dict() if route is not None else None,
@@ -111,5 +111,6 @@ def _recent(moment, now, poll_interval):
     return moment is not None and now - moment <= stale_after
 
 
-def _age(moment, now):
+def _age_or_none(moment, now):
+    """Seconds since ``moment``, to 0.1 s; None for never."""
     return None if moment is None else round(now - moment, 1)

@@ -93,34 +93,9 @@ def address_to_judge(environ):
     return None
 
 
-class Exposition:
-    """Metric families written one after the other, HELP and TYPE first."""
-
-    def __init__(self):
-        self.lines = []
-
-    def add(self, name, kind, help_text, samples):
-        """``samples``: [(labels dict, value)]; a family with none is left out."""
-        samples = list(samples)
-        if not samples:
-            return
-        self.lines.append(f"# HELP {PREFIX}{name} {help_text}")
-        self.lines.append(f"# TYPE {PREFIX}{name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
-
-    def text(self):
-        return "\n".join(self.lines) + "\n"
-
-
 def _labels(labels):
-    if not labels:
-        return ""
-    return (
-        "{"
-        + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
-        + "}"
-    )
+    pairs = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+    return "{" + pairs + "}" if pairs else ""
 
 
 def _escape(value):
@@ -132,164 +107,144 @@ def _number(value):
         return "NaN"
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf"
-    return repr(float(value)) if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return "+Inf" if math.isinf(value) else repr(value)
+    return str(value)
 
 
-def _age(moment, now):
-    """Seconds since ``moment``; +Inf for never (alerts on "too long ago" fire)."""
+def _seconds_since_or_inf(moment, now):
+    """Seconds since ``moment``, to the ms; +Inf for never (alerts on "too
+    long ago" fire)."""
     return math.inf if moment is None else round(now - moment, 3)
+
+
+#: each family, in the order written: its type and help
+FAMILIES = {
+    "dispatcher_process": (
+        "gauge",
+        "1 when this process runs the bus dispatcher (a threaded server or "
+        "prefork's gevent worker)",
+    ),
+    "dispatcher_started": (
+        "gauge",
+        "1 once the first websocket has started core's dispatcher",
+    ),
+    "listener_info": ("gauge", "the listener's modes and route (never its password)"),
+    "listener_up": ("gauge", "1 while the listener (or poller) is connected"),
+    "listener_connects_total": ("counter", "successful connects"),
+    "listener_reconnects_total": ("counter", "connects after the first"),
+    "listener_failed_attempts_total": (
+        "counter",
+        "failed connect attempts and lost connections",
+    ),
+    "poll_queries_total": ("counter", "poll mode: bus.bus queries"),
+    "channel_lookups_total": (
+        "counter",
+        "channels core's loop looked up for the notifications it received",
+    ),
+    "last_notification_age_seconds": (
+        "gauge",
+        "seconds since core's loop last received a notification (+Inf: never)",
+    ),
+    "checks_total": ("counter", "self-checks and heartbeats, by result"),
+    "check_last_pass_age_seconds": (
+        "gauge",
+        "seconds since a self-check or heartbeat last passed (+Inf: never)",
+    ),
+    "check_round_trip_seconds": (
+        "gauge",
+        "the last passing check's time from NOTIFY to core's dispatch",
+    ),
+    "cron_listener_up": (
+        "gauge",
+        "1 while a cron runner's trigger listener is connected",
+    ),
+    "cron_listener_connects_total": (
+        "counter",
+        "connects of a cron runner's trigger listener",
+    ),
+    "cron_triggers_total": ("counter", "cron triggers received"),
+    "cron_self_check_passed": (
+        "gauge",
+        "1 when the last self-check or heartbeat heard Odoo's NOTIFY, 0 when "
+        "not (NaN: none yet)",
+    ),
+}
 
 
 def render(dispatcher, cron_listeners=(), now=None):
     """The exposition of this process.
 
     :param dispatcher: None in a process that runs no dispatcher (a prefork
-        HTTP or cron worker), else a dict with ``supervisor``, ``started``
+        HTTP or cron worker), else a dict with ``listener``, ``started``
         (core's dispatcher thread runs) and ``channel_map`` (core's map)
     :param cron_listeners: this process's cron trigger listeners
     """
     now = time.monotonic() if now is None else now
-    out = Exposition()
-    out.add(
-        "dispatcher_process",
-        "gauge",
-        "1 when this process runs the bus dispatcher (a threaded server or "
-        "prefork's gevent worker)",
-        [({}, dispatcher is not None)],
-    )
+    samples = {"dispatcher_process": [({}, dispatcher is not None)]}
     if dispatcher is not None:
-        _bus(out, dispatcher, now)
-    _cron(out, list(cron_listeners))
-    return out.text()
+        samples.update(_bus(dispatcher, now))
+    samples.update(_cron(list(cron_listeners)))
+    lines = []
+    for name, (kind, help_text) in FAMILIES.items():
+        if samples.get(name):  # a family without samples is left out
+            lines += [f"# HELP {PREFIX}{name} {help_text}"]
+            lines += [f"# TYPE {PREFIX}{name} {kind}"]
+        for labels, value in samples.get(name, ()):
+            lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
+    return "\n".join(lines) + "\n"
 
 
-def _bus(out, dispatcher, now):
-    supervisor = dispatcher["supervisor"]
-    state, mode, watch = supervisor.state, supervisor.mode, supervisor.watch
-    route = supervisor.configured_route()
-    out.add(
-        "dispatcher_started",
-        "gauge",
-        "1 once the first websocket has started core's dispatcher",
-        [({}, dispatcher["started"])],
-    )
-    out.add(
-        "listener_info",
-        "gauge",
-        "the listener's modes and route (never its password)",
-        [
-            (
-                {
-                    "configured_mode": mode.configured,
-                    "mode": mode.active,
-                    "route": route.describe() if route is not None else "",
-                },
-                1,
-            )
-        ],
-    )
-    out.add(
-        "listener_up",
-        "gauge",
-        "1 while the listener (or poller) is connected",
-        [({}, state.connected)],
-    )
-    for name, value, help_text in (
-        ("listener_connects_total", state.connects, "successful connects"),
-        (
-            "listener_reconnects_total",
-            state.reconnects,
-            "connects after the first",
-        ),
-        (
-            "listener_failed_attempts_total",
-            state.failed_attempts,
-            "failed connect attempts and lost connections",
-        ),
-        ("poll_queries_total", state.poll_queries, "poll mode: bus.bus queries"),
-    ):
-        out.add(name, "counter", help_text, [({}, value)])
-    channel_map = dispatcher["channel_map"]
-    out.add(
-        "channel_lookups_total",
-        "counter",
-        "channels core's loop looked up for the notifications it received",
-        [({}, getattr(channel_map, "lookups", 0))],
-    )
-    out.add(
-        "last_notification_age_seconds",
-        "gauge",
-        "seconds since core's loop last received a notification (+Inf: never)",
-        [({}, _age(getattr(channel_map, "last_received_at", None), now))],
-    )
+def _bus(dispatcher, now):
+    """{family: [(labels, value)]} of the bus listener."""
+    listener, channel_map = dispatcher["listener"], dispatcher["channel_map"]
+    state, mode, watch = listener.state, listener.mode, listener.watch
+    route = listener.configured_route()
+    info = {
+        "configured_mode": mode.configured,
+        "mode": mode.active,
+        "route": route.describe() if route is not None else "",
+    }
+    received_at = getattr(channel_map, "last_received_at", None)
+    samples = {
+        "dispatcher_started": dispatcher["started"],
+        "listener_up": state.connected,
+        "listener_connects_total": state.connects,
+        "listener_reconnects_total": state.reconnects,
+        "listener_failed_attempts_total": state.failed_attempts,
+        "poll_queries_total": state.poll_queries,
+        "channel_lookups_total": getattr(channel_map, "lookups", 0),
+        "last_notification_age_seconds": _seconds_since_or_inf(received_at, now),
+    }
     if watch is not None:
-        _checks(out, watch, now)
-
-
-def _checks(out, watch, now):
-    out.add(
-        "checks_total",
-        "counter",
-        "self-checks and heartbeats, by result",
-        [
-            (
-                {"kind": kind, "result": result},
-                watch.record.counts.get((kind, result), 0),
-            )
+        record = watch.record
+        samples["check_last_pass_age_seconds"] = _seconds_since_or_inf(
+            record.last_pass_at, now
+        )
+        if record.last_round_trip is not None:
+            samples["check_round_trip_seconds"] = record.last_round_trip
+    samples = {name: [({}, value)] for name, value in samples.items()}
+    samples["listener_info"] = [(info, 1)]
+    if watch is not None:
+        samples["checks_total"] = [
+            ({"kind": kind, "result": result}, record.counts.get((kind, result), 0))
             for kind in ("self-check", "heartbeat")
             for result in ("pass", "fail")
-        ],
-    )
-    out.add(
-        "check_last_pass_age_seconds",
-        "gauge",
-        "seconds since a self-check or heartbeat last passed (+Inf: never)",
-        [({}, _age(watch.record.last_pass_at, now))],
-    )
-    out.add(
-        "check_round_trip_seconds",
-        "gauge",
-        "the last passing check's time from NOTIFY to core's dispatch",
-        [({}, watch.record.last_round_trip)]
-        if watch.record.last_round_trip is not None
-        else [],
-    )
-
-
-def _cron(out, listeners):
-    def per_runner(value_of):
-        return [
-            ({"runner": listener.name}, value_of(listener)) for listener in listeners
         ]
-
-    out.add(
-        "cron_listener_up",
-        "gauge",
-        "1 while a cron runner's trigger listener is connected",
-        per_runner(lambda listener: listener.backend_pid is not None),
-    )
-    out.add(
-        "cron_listener_connects_total",
-        "counter",
-        "connects of a cron runner's trigger listener",
-        per_runner(lambda listener: listener.state.connects),
-    )
-    out.add(
-        "cron_triggers_total",
-        "counter",
-        "cron triggers received",
-        per_runner(lambda listener: listener.triggers),
-    )
-    out.add(
-        "cron_self_check_passed",
-        "gauge",
-        "1 when the last self-check or heartbeat heard Odoo's NOTIFY, 0 when "
-        "not (NaN: none yet)",
-        per_runner(_last_check_passed),
-    )
+    return samples
 
 
-def _last_check_passed(listener):
-    return None if listener.watch is None else listener.watch.record.last_check_passed
+def _cron(listeners):
+    """{family: [(labels, value)]}: one sample per cron runner."""
+    values_of = {
+        "cron_listener_up": lambda one: one.backend_pid is not None,
+        "cron_listener_connects_total": lambda one: one.state.connects,
+        "cron_triggers_total": lambda one: one.triggers,
+        "cron_self_check_passed": lambda one: None
+        if one.watch is None
+        else one.watch.record.last_check_passed,
+    }
+    return {
+        name: [({"runner": one.name}, value_of(one)) for one in listeners]
+        for name, value_of in values_of.items()
+    }
