@@ -92,7 +92,7 @@ class BusListener(ListenerLife):
             if self.watch is None:
                 self.watch = self.start_watch(route)
             delay = self.attempt(lambda on_connected: listen(route, on_connected))
-            if self._poll_after_failed_connects(route):
+            if delay is not None and self._poll_after_failed_connects(route):
                 return
         if delay is not None:
             self.stop_event.wait(delay)
