@@ -291,11 +291,6 @@ class BusListener(ListenerLife):
             "that db_host, db_port, db_user and db_password reach the databases"
         )
 
-    def connected(self, connection=None):
-        super().connected(connection)
-        if self.mode.active == "poll":
-            self.state.last_poll_at = self.state.connected_since
-
     def polled(self, queries=0):
         """A poll round succeeded, with ``queries`` bus.bus queries."""
         self.state.last_poll_at = self.clock()

@@ -190,7 +190,7 @@ class Option:
         legacy = (env,) if self.prefix.startswith(OPTION_PREFIX) else ()
         return ("ODOO_" + env, *legacy)
 
-    def read(self, config, environ, inherited=None):
+    def lookup(self, config, environ, inherited=None):
         """The OptionValue, by precedence: environment, config, ``inherited``
         (the cron route's: the bus route's value), Odoo's option, default.
 
@@ -319,7 +319,7 @@ def read_settings(config, environ=None):
     values, refused = {}, []
     for option in SETTING_OPTIONS:
         try:
-            values[option.name] = option.read(config, environ)
+            values[option.name] = option.lookup(config, environ)
         except OptionError as error:
             refused.append(error)
             values[option.name] = OptionValue(
@@ -430,7 +430,7 @@ def resolve_route(config, environ=None):
     """The bus listener's route; OptionError on the first value that cannot
     work."""
     environ = os.environ if environ is None else environ
-    values = {option.name: option.read(config, environ) for option in ROUTE_OPTIONS}
+    values = {option.name: option.lookup(config, environ) for option in ROUTE_OPTIONS}
     return _checked(ListenerRoute(values=values))
 
 
@@ -440,7 +440,7 @@ def resolve_cron_route(config, environ=None):
     environ = os.environ if environ is None else environ
     bus = resolve_route(config, environ)
     values = {
-        option.name: option.read(config, environ, inherited=bus.values[option.name])
+        option.name: option.lookup(config, environ, inherited=bus.values[option.name])
         for option in CRON_ROUTE_OPTIONS
     }
     return _checked(ListenerRoute(values=values, option_prefix=CRON_PREFIX))
@@ -465,4 +465,4 @@ def _checked(route):
 def cron_redirect_enabled(config, environ=None):
     """False when ``cron_trigger_redirect`` (or its env) switches it off."""
     environ = os.environ if environ is None else environ
-    return CRON_REDIRECT.read(config, environ).value
+    return CRON_REDIRECT.lookup(config, environ).value
