@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import types
 
 _logger = logging.getLogger(__name__)
 
@@ -327,6 +328,7 @@ def read_settings(config, environ=None):
             )
     plain = {name: value.value for name, value in values.items()}
     plain["poll_interval"] /= 1000
+    values = types.MappingProxyType(values)
     return Settings(**plain, values=values, refused=tuple(refused))
 
 
