@@ -40,7 +40,6 @@ class ModeState:
     """Which way the bus learns about new notifications, and why."""
 
     configured: str = "listen"
-    configured_source: str = "default"
     #: "listen" or "poll"
     active: str = "listen"
     reason: str = "configured"
@@ -55,7 +54,6 @@ class BusListener(ListenerLife):
         source = settings.values["mode"].source if settings.values else "default"
         self.mode = ModeState(
             configured=settings.mode,
-            configured_source=source,
             active="poll" if settings.mode == "poll" else "listen",
             reason=f"configured ({source})",
         )
