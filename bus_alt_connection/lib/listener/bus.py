@@ -1,21 +1,13 @@
-"""The bus listener: core's dispatcher loop on the listener route, or polls.
+"""The bus listener: each call of core's ``ImDispatch.loop`` is one
+``BusListener.run_once``, which listens (core's loop on the listener route)
+or polls (the glue's poll loop through db_host), by ``imdispatcher_mode``.
 
-Plain Python. Core's ``ImDispatch.run`` calls ``ImDispatch.loop`` again and
-again; the Odoo glue hands each call to ``BusListener.run_once``:
-
-* listen (``imdispatcher_mode`` listen, or auto while the route works):
-  core's loop runs with its LISTEN connection on the listener route, as one
-  attempt of the listener's life (``life.py``);
-* poll (``imdispatcher_mode`` poll, or auto while the route cannot work):
-  the glue's poll loop reads new ``bus.bus`` rows through db_host;
-* auto: the bus polls after ``imdispatcher_auto_failed_checks`` failed
-  connects or checks in a row while db_host answers, or at once when the
-  route's configuration cannot work; meanwhile it tries the route every
-  ``imdispatcher_listen_retry_interval`` seconds and listens again once a
-  NOTIFY sent through db_host reaches it.
-
-The glue subclasses ``BusListener`` to say how Odoo sends a NOTIFY, wakes
-websockets and subscribes the watch's probe.
+Auto mode polls after ``imdispatcher_auto_failed_checks`` failed connects or
+checks in a row while db_host answers, or at once when the route's
+configuration cannot work; meanwhile it tries the route every
+``imdispatcher_listen_retry_interval`` seconds, and listens again once a
+NOTIFY sent through db_host reaches it. The glue's subclass says how Odoo
+sends a NOTIFY, wakes websockets and subscribes the watch's probe.
 """
 
 import dataclasses
@@ -40,8 +32,7 @@ class ModeState:
     """Which way the bus learns about new notifications, and why."""
 
     configured: str = "listen"
-    #: "listen" or "poll"
-    active: str = "listen"
+    active: str = "listen"  # or "poll"
     reason: str = "configured"
 
 
@@ -69,8 +60,6 @@ class BusListener(ListenerLife):
     @property
     def polls_when_deaf(self):
         return self.mode.configured == "auto"
-
-    # one call of core's loop -------------------------------------------------
 
     def run_once(self, listen, poll):
         """One call of core's loop; never raises, except on shutdown.
@@ -109,8 +98,8 @@ class BusListener(ListenerLife):
             self.stop_event.wait(IDLE_WAIT)
 
     def _poll_after_failed_connects(self, route):
-        """auto mode: whether or not the route worked before (its host down
-        for good, a firewall or pg_hba change)."""
+        """auto mode, whether the route worked before or not (its host down for
+        good, a firewall or pg_hba change)."""
         failed = self.failed_connects
         if (
             self.mode.configured != "auto"
@@ -124,8 +113,6 @@ class BusListener(ListenerLife):
             route,
         )
         return True
-
-    # auto mode's switches ----------------------------------------------------
 
     def deaf(self, detail, failures):
         """The watch's failed check in auto mode; True once it polls."""
@@ -188,8 +175,7 @@ class BusListener(ListenerLife):
             _logger.debug("bus_alt_connection: listener route still deaf: %s", detail)
 
     def to_listening(self, route, detail):
-        """The route hears Odoo again; the poll loop ends, and core's loop
-        listens (and wakes the websockets to catch up)."""
+        """The route hears Odoo again: the poll loop ends, core's loop listens."""
         self.mode.active = "listen"
         self.mode.reason = f"auto: the listener route hears Odoo again ({detail})"
         self.start_afresh()
@@ -210,8 +196,6 @@ class BusListener(ListenerLife):
         if not trip["received"]:
             return False, f"nothing arrived within {timeout:g} s"
         return True, f"a NOTIFY through db_host arrived in {trip['ms']:.0f} ms"
-
-    # the route ---------------------------------------------------------------
 
     def route(self):
         """The resolved route, or None (logged once) when it cannot work."""
@@ -237,7 +221,6 @@ class BusListener(ListenerLife):
         return self.route() if self.mode.configured != "poll" else None
 
     def _report_route(self, route):
-        """Say what an operator must know about the route before it connects."""
         # in auto mode the self-check finds out whether db_host can listen
         if not route.configured and self.mode.configured == "listen":
             _logger.warning(
@@ -260,8 +243,6 @@ class BusListener(ListenerLife):
                 route.name,
                 BUS_DATABASE,
             )
-
-    # the life's hooks, listening or polling ----------------------------------
 
     def describe(self):
         if self.mode.active == "poll":
@@ -293,8 +274,6 @@ class BusListener(ListenerLife):
         """A poll round succeeded, with ``queries`` bus.bus queries."""
         self.state.last_poll_at = self.clock()
         self.state.poll_queries += queries
-
-    # what the glue says: how Odoo does it ------------------------------------
 
     def send_notify(self, channel, payload):
         """NOTIFY ``channel`` the way core does, through db_host."""

@@ -1,25 +1,14 @@
 """Core's ``LISTEN cron_trigger`` connection, on the cron route and resilient.
 
-Plain Python (psycopg2). Core's cron runners (the threaded server's cron
-threads, prefork's cron workers) take a cursor on the ``postgres`` database,
-run ``LISTEN cron_trigger`` on it, and between polling rounds wait with
-``select()`` on its connection, then call the connection's ``poll()``. The
-glue hands them a ``TriggerConnection``, which is both that cursor and its
-connection (``cr._cnx``):
-
-* it connects on the cron route, with its own psycopg2 connection, never
-  through Odoo's pool, so nothing else of the runner leaves ``db_host``;
-* a reader thread of its own lives the listener's life (``life.py``):
-  it connects, runs the LISTEN, reads the socket (the only thread that
-  does) and wakes core's runner through a ``WakePipe`` (``fileno()``) when
-  a trigger arrives;
-* when the connection is lost, ``poll()`` does not raise (core's threaded
-  runner of 16.0-18.0 would die, and the cron worker would crash): the
-  reader reconnects as the life says, runs the LISTEN again and wakes the
-  runner, whose polling round is the catch-up; meanwhile the runner keeps
-  core's polling pace;
-* the watch sends a self-check NOTIFY through Odoo's own route after each
-  connect, and heartbeats after it, as for the bus.
+Core's cron runners take a cursor on ``postgres``, run ``LISTEN
+cron_trigger``, then ``select()`` on its connection and call ``poll()``. The
+glue hands them a ``TriggerConnection``, both that cursor and ``cr._cnx``:
+its own psycopg2 connection on the cron route (never Odoo's pool), read by
+a reader thread that lives the listener's life (``life.py``) and wakes the
+runner through a ``WakePipe``. A lost connection never makes ``poll()``
+raise (core's threaded runner of 16.0-18.0 would die, a cron worker would
+crash): the reader reconnects, LISTENs again and wakes the runner, whose
+polling round is the catch-up.
 """
 
 import contextlib
@@ -43,10 +32,8 @@ _logger = logging.getLogger(__name__)
 CRON_CHANNEL = "cron_trigger"
 #: Core's runners of 16.0-18.0 never read ``notifies``; keep it bounded.
 MAX_KEPT_NOTIFIES = 1000
-#: How long the reader waits on the socket before it looks again.
 READ_TIMEOUT = 1.0
-#: How long ``start`` waits for the first connect (libpq's timeout is 10 s).
-FIRST_TRY_WAIT = 15.0
+FIRST_TRY_WAIT = 15.0  # ``start`` waits for the first connect; libpq's is 10 s
 WHILE_DOWN = "; triggered jobs wait for core's polling round until then"
 DEAF_CONSEQUENCE = (
     ". Triggered cron jobs wait for core's polling round (about a minute); "
@@ -91,13 +78,9 @@ class WakePipe:
 
 class TriggerConnection(ListenerLife):
     """The cursor core's cron runner gets, and its connection (``cr._cnx``).
-
-    Core runs ``SELECT pg_is_in_recovery()`` and ``LISTEN cron_trigger`` on
-    it, commits, then selects on ``fileno()`` (the wake pipe, never the
-    socket) and calls ``poll()``. While the route is down, a query other
-    than LISTEN runs through ``fallback_execute`` (Odoo's own route), and
-    LISTEN waits for the connect.
-    """
+    While the route is down, a query other than LISTEN (core's ``SELECT
+    pg_is_in_recovery()``) runs through ``fallback_execute`` on db_host, and
+    LISTEN waits for the connect."""
 
     catch_up_text = "the cron runner polls for jobs now to catch up"
     while_down = WHILE_DOWN
@@ -113,11 +96,8 @@ class TriggerConnection(ListenerLife):
         fallback_execute=None,
         on_close=None,
     ):
-        """:param send_notify: ``send_notify(payload)`` sends a NOTIFY on
-            ``cron_trigger`` through db_host (the checks); None: no checks
-        :param fallback_execute: ``fallback_execute(query, params)`` runs
-            core's query through db_host while not connected
-        :param on_close: called once, in the thread that closes it"""
+        """``send_notify(payload)`` NOTIFYs ``cron_trigger`` through db_host
+        for the checks (None: no checks); ``on_close()`` is called once."""
         self.route = route
         self.name = name
         self.subject = f"cron trigger listener ({name})"
@@ -132,14 +112,10 @@ class TriggerConnection(ListenerLife):
         self._inbox = []
         self._rows = []
         self._first_try = threading.Event()
-        #: set when closed; ends the reader thread and the watch
-        self.closed = threading.Event()
-        #: {payload: {probe}} of the checks under way
-        self.probes = {}
-        #: cron triggers received (the checks' own excluded)
-        self.triggers = 0
-        #: what core's runner reads after ``poll()``
-        self.notifies = []
+        self.closed = threading.Event()  # ends the reader thread and the watch
+        self.probes = {}  # {payload: {probe}} of the checks under way
+        self.triggers = 0  # cron triggers received, the checks' excluded
+        self.notifies = []  # what core's runner reads after ``poll()``
         super().__init__(settings, self.closed)
         if send_notify is not None:
             self.watch = ListenerWatch(self, route)
@@ -150,22 +126,18 @@ class TriggerConnection(ListenerLife):
 
     @property
     def backend_pid(self):
-        """The PostgreSQL backend's pid while connected, else None."""
         pg = self._pg
         return pg.get_backend_pid() if pg is not None else None
 
     def start(self):
-        """Connect once now (core's next queries then use the connection, or
-        it is logged why not), and live on in the background: read,
-        reconnect, check."""
+        """Try to connect now (core's next queries use the connection, or it is
+        logged why not), then live on in the background."""
         threading.Thread(
             target=self._live, name=f"bus_alt_connection.{self.name}", daemon=True
         ).start()
         self._first_try.wait(FIRST_TRY_WAIT)
         if self.watch is not None:
             self.watch.start(f"bus_alt_connection.{self.name}.watch")
-
-    # the reader thread: the listener's life ------------------------------
 
     def _live(self):
         delay = 0
@@ -208,7 +180,7 @@ class TriggerConnection(ListenerLife):
                 self.catch_up()
 
     def _take_notifies(self, pg):
-        """Move what arrived to the inbox; True if core should wake."""
+        """Move what arrived to the inbox (probes excepted); True: wake core."""
         arrived = False
         for notify in pg.notifies:
             probes = self.probes.get(notify.payload, ())
@@ -227,8 +199,6 @@ class TriggerConnection(ListenerLife):
         if watch is not None:
             watch.listener_connected(self._pg)
 
-    # the life's and the watch's hooks --------------------------------------
-
     def diagnose(self, error):
         return diagnose_connection_error(error, self.route)[1]
 
@@ -246,8 +216,6 @@ class TriggerConnection(ListenerLife):
         if self._explain_deafness is None:
             return "the route cannot hear"
         return self._explain_deafness()
-
-    # what core's runner uses: the cursor ------------------------------------
 
     @property
     def _cnx(self):
@@ -271,10 +239,9 @@ class TriggerConnection(ListenerLife):
         return rows
 
     def commit(self):
-        """The connection is in autocommit: LISTEN is active at once."""
+        """In autocommit: LISTEN is active at once, nothing to roll back."""
 
-    def rollback(self):
-        """Nothing to roll back in autocommit."""
+    rollback = commit
 
     def __enter__(self):
         return self
@@ -306,8 +273,6 @@ class TriggerConnection(ListenerLife):
                 if not pg.closed:
                     raise
                 return None  # lost: the reader thread reconnects
-
-    # ... and the connection ------------------------------------------------
 
     def fileno(self):
         return self._wake.fileno()

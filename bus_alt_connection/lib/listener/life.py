@@ -1,23 +1,10 @@
-"""The life of a listener: connect, self-check, serve, lost, back off.
+"""The life of a listener, written once: connect, self-check, serve, lost,
+back off. The bus listener (``bus.py``) and each cron runner's trigger
+connection (``cron.py``) live it through ``ListenerLife.attempt``.
 
-Plain Python. The bus dispatcher's listener (``bus.py``) and each cron
-runner's trigger listener (``cron.py``) live the same life, written once
-here in ``ListenerLife.attempt``:
-
-1. connect and serve: the subclass's ``connect_and_serve(on_connected)``
-   (core's own loop, for the bus) calls ``on_connected(connection)`` once
-   its LISTEN is active, then serves until the connection fails or is lost;
-2. on connect: one log line, the watch (``watch.py``) runs a self-check,
-   and the subclass catches up on what was sent while it was down;
-3. on failure: one log line, and the wait before the next attempt: under a
-   second for the first ``FAST_RETRIES`` (a restart or a failover costs
-   about a second once the server is back), then doubling up to
-   ``imdispatcher_reconnect_max_delay``, jittered.
-
-What is logged: ERROR the first time a listener that never worked fails for
-a given reason (a configuration to fix); WARNING otherwise (a restart, a
-failover, the same reason again); a traceback only for an error that is not
-a database error, once per error type.
+Logs: ERROR the first time a listener that never worked fails for a given
+reason (a configuration to fix), WARNING otherwise (a restart, a failover);
+a traceback only for an error that is not a database error, once per type.
 """
 
 import dataclasses
@@ -35,9 +22,10 @@ FAST_RETRIES = 10
 
 
 def retry_delay(failures, rng=random.random, cap=30.0):
-    """Seconds to wait after ``failures`` consecutive failed attempts (>= 1),
-    with "equal jitter" (half to all of it), so that the servers of a
-    cluster do not reconnect in step."""
+    """Seconds to wait after ``failures`` failed attempts in a row: under a
+    second for the first ``FAST_RETRIES`` (a restart or a failover is over
+    in about a second), then doubling up to ``cap``; jittered (half to all of
+    it) so that the servers of a cluster do not reconnect in step."""
     ceiling = min(cap, FIRST_RETRY_DELAY * 2 ** max(0, failures - FAST_RETRIES))
     return ceiling / 2 + rng() * ceiling / 2
 
@@ -64,12 +52,9 @@ class ListenerState:
 
 
 class ListenerLife:
-    """What every listener does; subclasses say how they connect and catch up.
-
-    The watch (``self.watch``) asks its listener for what a check needs:
-    ``new_probe()``, ``send_probe(payload)``, ``explain_deafness()``,
-    ``interrupt(connection)`` and ``polls_when_deaf``/``deaf(...)``.
-    """
+    """What every listener does; subclasses say how they connect, catch up,
+    and what the watch needs (``new_probe``, ``send_probe``,
+    ``explain_deafness``, ``deaf``)."""
 
     #: how log lines name it: "bus listener", "cron trigger listener (cron0)"
     subject = "listener"
@@ -88,8 +73,7 @@ class ListenerLife:
         self.stop_event = stop_event
         self.clock = clock
         self._rng = rng
-        #: the ListenerWatch (self-check, heartbeat) told of each connect and loss
-        self.watch = None
+        self.watch = None  # a ListenerWatch, told of each connect and loss
         self._traceback_logged = set()
         self._lives = 0
         self._new_life()
@@ -110,8 +94,6 @@ class ListenerLife:
         #: connects that failed in a row since the last connect or loss
         self.failed_connects = 0
         self._last_logged_reason = None
-
-    # the life ---------------------------------------------------------------
 
     def attempt(self, connect_and_serve):
         """Connect, serve until it ends; return the seconds to wait before
@@ -171,10 +153,7 @@ class ListenerLife:
         self._log_lost(error, reason, was_up, delay)
         return delay
 
-    # what a subclass says ---------------------------------------------------
-
     def describe(self):
-        """Where it connects, for logs."""
         return self.route.describe()
 
     def first_connect_line(self, now):
@@ -201,10 +180,7 @@ class ListenerLife:
         """The watch found it deaf: make its connection fail, to reconnect."""
         interrupt_connection(connection)
 
-    # logs -------------------------------------------------------------------
-
     def down_for(self, now):
-        """Seconds since it went down, None while up."""
         down_since = self.state.down_since
         return None if down_since is None else now - down_since
 

@@ -1,26 +1,18 @@
-"""One-shot, per-thread requests for core's LISTEN connections.
+"""One-shot, per-thread requests: "the next ``db_connect('postgres')`` of this
+thread is core's LISTEN connection; give it our route".
 
-Plain Python. Right before the Odoo glue calls core's bus loop or a cron
-runner, it arms a request in that thread (a greenlet in the gevent worker):
-"the next ``db_connect('postgres')`` of this thread is core's LISTEN
-connection". The glue's ``db_connect`` wrapper takes it on that call and
-hands core a connection on our route; every other connection of the thread
-is left alone.
-
-When core opens its LISTEN some other way (another addon wraps
-``db_connect`` without calling the one it replaced, a core that connects
-differently), the request is missed: the thread's first connection goes to
-another database, the runner ends without connecting, or nothing asks for
-a connection within ``TAKE_TIMEOUT`` seconds. Then ``on_missed(why)`` is
-called, once per request, so that the glue can say the route is not in use.
+The glue arms one right before it calls core's bus loop or a cron runner.
+When core opens its LISTEN some other way (another addon's ``db_connect``
+that does not call the one it replaced), the request is missed: the first
+connection goes to another database, or none is asked for within
+``TAKE_TIMEOUT``; then ``on_missed(why)`` is called once.
 """
 
 import threading
 
 from ..route.config import BUS_DATABASE
 
-#: Core opens its LISTEN connection first thing; this is ample.
-TAKE_TIMEOUT = 30.0
+TAKE_TIMEOUT = 30.0  # core opens its LISTEN connection first thing: ample
 
 _this_thread = threading.local()
 
@@ -57,11 +49,8 @@ def arm(kind, request):
 
 
 def take(kind, to):
-    """The pending request's payload if ``to`` is core's LISTEN database.
-
-    Any call settles the request: a connection to another database first
-    means core opened its LISTEN some other way.
-    """
+    """The pending request's payload if ``to`` is core's LISTEN database;
+    a first connection elsewhere means the request was missed."""
     request = getattr(_this_thread, kind, None)
     if request is None:
         return None

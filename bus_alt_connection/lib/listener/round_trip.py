@@ -1,10 +1,6 @@
-"""LISTEN on one route, NOTIFY through another, and count what arrives.
-
-Plain Python (psycopg2). This is how the runtime (auto mode trying the
-route again) and the operator's check find a route that cannot work
-although it connects: through a transaction-mode pooler LISTEN is accepted
-and then hears nothing; on another cluster or database than the one Odoo
-notifies, likewise.
+"""LISTEN on one route, NOTIFY through another, count what arrives: how auto
+mode and the operator's check find a route that connects but cannot hear
+(through a transaction-mode pooler, or on another cluster or database).
 """
 
 import contextlib
@@ -42,16 +38,12 @@ def connect_autocommit(params):
 
 @contextlib.contextmanager
 def _listening(listen_params):
-    """(connection, channel): a connection through ``listen_params`` that
-    LISTENs on a private channel; closed afterwards."""
+    """(connection, channel): LISTEN on a private channel, closed afterwards."""
     channel = private_channel()
-    connection = connect_autocommit(listen_params)
-    try:
+    with contextlib.closing(connect_autocommit(listen_params)) as connection:
         with connection.cursor() as cr:
             cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         yield connection, channel
-    finally:
-        connection.close()
 
 
 SERVER_FACTS_SQL = (
@@ -60,10 +52,8 @@ SERVER_FACTS_SQL = (
 
 
 def read_server_facts(cursor):
-    """What tells two routes apart: the database and the cluster.
-
-    ``system_identifier`` is None where the role may not read it.
-    """
+    """What tells two routes apart: the database and the cluster
+    (``system_identifier``, None where the role may not read it)."""
     try:
         cursor.execute(SERVER_FACTS_SQL)
         database, system_identifier = cursor.fetchone()
@@ -76,12 +66,9 @@ def read_server_facts(cursor):
 
 def route_facts(params):
     """``read_server_facts`` through a short connection with ``params``."""
-    connection = connect_autocommit(params)
-    try:
+    with contextlib.closing(connect_autocommit(params)) as connection:
         with connection.cursor() as cr:
             return read_server_facts(cr)
-    finally:
-        connection.close()
 
 
 def sender(notify_params, function=None):
@@ -91,15 +78,12 @@ def sender(notify_params, function=None):
     statement = notify_sql(function or notify_function())
 
     def send(channel, count):
-        connection = connect_autocommit(notify_params)
         first_committed_at = None
-        try:
+        with contextlib.closing(connect_autocommit(notify_params)) as connection:
             with connection.cursor() as cr:
                 for number in range(count):
                     cr.execute(statement, (channel, f"[{number}]"))
                     first_committed_at = first_committed_at or time.monotonic()
-        finally:
-            connection.close()
         return first_committed_at
 
     return send
@@ -130,10 +114,8 @@ def notify_roundtrip(listen_params, send, count=1, timeout=5.0):
     """LISTEN through ``listen_params``, ``send(channel, count)`` NOTIFYs
     (``sender``'s, or the glue's through Odoo's pool), and say what arrived
     within ``timeout`` s: {"sent", "received" (how many), "ms" (to the
-    first, or None), "server_version", "standby"}.
-
-    psycopg2 errors of the listening side propagate.
-    """
+    first, or None), "server_version", "standby"}. Errors of the listening
+    side propagate."""
     with _listening(listen_params) as (listener, channel):
         with listener.cursor() as cr:
             cr.execute("SELECT current_setting('server_version'), pg_is_in_recovery()")

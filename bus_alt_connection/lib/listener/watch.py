@@ -1,21 +1,12 @@
-"""Self-check and heartbeat of a listener, end to end.
+"""Self-check and heartbeat of a listener, end to end: a NOTIFY sent through
+Odoo's own route (db_host, i.e. the pooler) must reach a probe the way what
+Odoo sends reaches a websocket (the bus: through core's channel map and
+dispatch) or core's runner (cron: a token the listener keeps from core).
 
-Plain Python. The watch sends a NOTIFY through Odoo's own route
-(``db_host``, i.e. the pooler) and waits until the listener hands it on
-exactly as it hands on what Odoo sends. Each check has a probe of its own:
-
-* the bus: ``channel_probe``, subscribed to a private channel in core's
-  channel map in place of a websocket; core's dispatcher loop "wakes" it,
-  so the check covers core's dispatch too;
-* the cron trigger listener: ``token_probe``, whose payload the listener
-  recognises and keeps from core's runner.
-
-Right after each (re)connect the check is the self-check: if nothing
-arrives, the route connects but cannot hear Odoo (a transaction-mode
-pooler on the way, another cluster or database): one ERROR naming the
-route. Then, every ``interval`` seconds, it is the heartbeat: if a listener
-that worked stops hearing, its connection is closed so that it reconnects
-at once, instead of waiting for TCP keepalives.
+After each (re)connect it is the self-check: nothing arrives, and one ERROR
+says the route connects but cannot hear Odoo. Then every ``interval``
+seconds the heartbeat: a listener that stops hearing has its connection
+closed to reconnect at once, instead of waiting for TCP keepalives.
 """
 
 import collections
@@ -39,13 +30,11 @@ TOKEN_PREFIX = "bus_alt_connection-selfcheck-"
 
 
 class Probe:
-    """Stands for a websocket, for one check: the listener wakes it as it
-    wakes whoever waits for a notification. Each check has a key of its own,
-    so a late answer to an earlier check cannot pass a later one."""
+    """Stands for a websocket, for one check, in ``registry``: core's channel
+    map (the bus) or {payload: probes} (cron). Each check has a key of its
+    own, so a late answer to an earlier check cannot pass a later one."""
 
     def __init__(self, registry, key, payload):
-        """:param registry: where the listener looks up whom to wake: core's
-        channel map (the bus), or {payload: probes} (a cron listener)"""
         self.key = key
         self.payload = payload
         self._registry = registry
@@ -58,8 +47,7 @@ class Probe:
     def __exit__(self, *exc_info):
         self._registry.pop(self.key, None)
 
-    def trigger_notification_dispatching(self):
-        """What core's dispatcher loop (or the cron listener) calls."""
+    def trigger_notification_dispatching(self):  # as core wakes a websocket
         self._arrived.set()
 
     def wait(self, timeout):
@@ -67,14 +55,11 @@ class Probe:
 
 
 def channel_probe(channels):
-    """A probe subscribed to a private channel of core's channel map, so
-    that the check covers core's dispatch too."""
     key = (PROBE_CHANNEL_PREFIX, f"{os.getpid()}-{secrets.token_hex(8)}")
     return Probe(channels, key, json.dumps([list(key)]))
 
 
 def token_probe(waiting):
-    """A probe whose payload the cron listener keeps from core's runner."""
     token = TOKEN_PREFIX + secrets.token_hex(8)
     return Probe(waiting, token, token)
 
@@ -88,14 +73,12 @@ def is_token(payload):
 class CheckRecord:
     """What a watch's checks found so far, for health and metrics."""
 
-    #: the last check: "self-check" or "heartbeat", passed, when
     last_kind: str | None = None
     last_check_passed: bool | None = None
     last_at: float | None = None
     #: {(kind, "pass" or "fail"): count}
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     last_pass_at: float | None = None
-    #: seconds from NOTIFY to the listener's hand-on, of the last pass
     last_round_trip: float | None = None
 
     def add(self, kind, ok, sent_at, at):
@@ -107,9 +90,8 @@ class CheckRecord:
 
 
 class ListenerWatch:
-    """Checks a listener (a ``ListenerLife``) on ``route``, in a thread of
-    its own (a greenlet in the gevent worker), and says what a check means:
-    the log line, and whether to cut the listener's connection."""
+    """Checks a ``ListenerLife`` on ``route`` in a thread of its own; logs what
+    a check means and cuts a deaf listener's connection."""
 
     def __init__(self, listener, route):
         self.listener = listener
@@ -122,11 +104,9 @@ class ListenerWatch:
         self._hearing = None  # None: not checked since connect
         self._stopped = False
         self._thread = None
-        #: when the next check is due, on ``clock``; None: none is due
-        self._next_due = None
+        self._next_due = None  # on ``clock``; None: no check is due
         self._errors_logged = set()
-        #: failed checks in a row; whether the deafness was logged, and why
-        self.failures = 0
+        self.failures = 0  # failed checks in a row
         self._reported_deaf = False
         self._deaf_detail = None
         self.record = CheckRecord()
@@ -137,8 +117,7 @@ class ListenerWatch:
         return self
 
     def stalled(self, now):
-        """Why the watch no longer checks (its thread ended, or a check is
-        overdue), or None while it does its job."""
+        """Why the watch no longer checks, or None while it does its job."""
         if self._stopped or self._connection is None or self._next_due is None:
             return None
         if self._thread is not None and not self._thread.is_alive():
@@ -147,12 +126,9 @@ class ListenerWatch:
         return f"a check is overdue by {late:.0f} s" if late > OVERDUE_AFTER else None
 
     def stop(self):
-        """The listener is gone: end the watch's thread."""
         self._stopped = True
         self._connection = None
         self._connected.set()
-
-    # told by the listener -------------------------------------------------
 
     def listener_connected(self, connection):
         self._connection = connection
@@ -162,8 +138,6 @@ class ListenerWatch:
 
     def listener_lost(self):
         self._connection = None
-
-    # the watch ------------------------------------------------------------
 
     def run(self):
         stop_event = self.listener.stop_event
@@ -283,13 +257,8 @@ class ListenerWatch:
 
 
 def deafness_explanation(route_facts, odoo_facts):
-    """Why a connected listener hears nothing, from facts of both routes.
-
-    Each argument is a dict with ``database`` and ``system_identifier``
-    (None when unknown), as read through the listener's route and through
-    Odoo's ``db_host`` route. A standby never gets here: PostgreSQL refuses
-    LISTEN there, so the connect attempt fails and says so.
-    """
+    """Why a connected listener hears nothing, from ``read_server_facts`` of
+    its route and of db_host. (A standby refuses LISTEN: it never gets here.)"""
     database = route_facts.get("database")
     if database and database != odoo_facts.get("database"):
         return (
