@@ -34,12 +34,6 @@ CRON_CHANNEL = "cron_trigger"
 MAX_KEPT_NOTIFIES = 1000
 READ_TIMEOUT = 1.0
 FIRST_TRY_WAIT = 15.0  # ``start`` waits for the first connect; libpq's is 10 s
-WHILE_DOWN = "; triggered jobs wait for core's polling round until then"
-DEAF_CONSEQUENCE = (
-    ". Triggered cron jobs wait for core's polling round (about a minute); "
-    "set cron_db_host and cron_db_port (or the bus's imdispatcher_db_host "
-    "and imdispatcher_db_port) to a direct PostgreSQL route."
-)
 
 
 class WakePipe:
@@ -83,8 +77,12 @@ class TriggerConnection(ListenerLife):
     LISTEN waits for the connect."""
 
     catch_up_text = "the cron runner polls for jobs now to catch up"
-    while_down = WHILE_DOWN
-    deaf_consequence = DEAF_CONSEQUENCE
+    while_down = "; triggered jobs wait for core's polling round until then"
+    deaf_consequence = (
+        ". Triggered cron jobs wait for core's polling round (about a minute); "
+        "set cron_db_host and cron_db_port (or the bus's imdispatcher_db_host "
+        "and imdispatcher_db_port) to a direct PostgreSQL route."
+    )
 
     def __init__(
         self,

@@ -160,7 +160,8 @@ class ListenerLife:
         return self.route_connected_line(self.route, now)
 
     def route_connected_line(self, route, now):
-        down_for = self.down_for(now)
+        down_since = self.state.down_since
+        down_for = None if down_since is None else now - down_since
         return (
             f"{self.subject} connected to {route.describe()} (host "
             f"{route.source('host')}, port {route.source('port')}, database "
@@ -179,10 +180,6 @@ class ListenerLife:
     def interrupt(self, connection):
         """The watch found it deaf: make its connection fail, to reconnect."""
         interrupt_connection(connection)
-
-    def down_for(self, now):
-        down_since = self.state.down_since
-        return None if down_since is None else now - down_since
 
     def _log_lost(self, error, reason, was_up, delay):
         subject, while_down, level = self.subject, self.while_down, logging.WARNING

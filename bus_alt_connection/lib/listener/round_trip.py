@@ -26,10 +26,6 @@ def notify_sql(function):
     return sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(function))
 
 
-def private_channel():
-    return f"bus_alt_connection_probe_{os.getpid()}_{secrets.token_hex(4)}"
-
-
 def connect_autocommit(params):
     connection = psycopg2.connect(**params)
     connection.autocommit = True
@@ -39,7 +35,7 @@ def connect_autocommit(params):
 @contextlib.contextmanager
 def _listening(listen_params):
     """(connection, channel): LISTEN on a private channel, closed afterwards."""
-    channel = private_channel()
+    channel = f"bus_alt_connection_probe_{os.getpid()}_{secrets.token_hex(4)}"
     with contextlib.closing(connect_autocommit(listen_params)) as connection:
         with connection.cursor() as cr:
             cr.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

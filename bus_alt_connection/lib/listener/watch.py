@@ -156,7 +156,14 @@ class ListenerWatch:
                 result = self.check_once(after_connect=fresh)
             except Exception as error:
                 # one check's bug must not end the thread that guards the listener
-                self._report_unexpected(error)
+                traceback_once(
+                    _logger,
+                    self._errors_logged,
+                    error,
+                    "bus_alt_connection: %s watch: a check failed unexpectedly; "
+                    "the watch goes on (traceback shown once per error type)",
+                    self.listener.subject,
+                )
                 stop_event.wait(self._timeout)
                 continue
             if result is None and fresh:
@@ -245,16 +252,6 @@ class ListenerWatch:
         )
         return False
 
-    def _report_unexpected(self, error):
-        traceback_once(
-            _logger,
-            self._errors_logged,
-            error,
-            "bus_alt_connection: %s watch: a check failed unexpectedly; the "
-            "watch goes on (traceback shown once per error type)",
-            self.listener.subject,
-        )
-
 
 def deafness_explanation(route_facts, odoo_facts):
     """Why a connected listener hears nothing, from ``read_server_facts`` of
@@ -266,10 +263,7 @@ def deafness_explanation(route_facts, odoo_facts):
             f"{odoo_facts.get('database')!r}; set imdispatcher_db_name to a "
             "name that leads to that database"
         )
-    ours, theirs = (
-        route_facts.get("system_identifier"),
-        odoo_facts.get("system_identifier"),
-    )
+    ours, theirs = (f.get("system_identifier") for f in (route_facts, odoo_facts))
     if ours and theirs and ours != theirs:
         return (
             "the route reaches another PostgreSQL cluster than db_host; point "
