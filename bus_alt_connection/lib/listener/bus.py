@@ -63,12 +63,8 @@ class BusListener(ListenerLife):
 
     def run_once(self, listen, poll):
         """One call of core's loop; never raises, except on shutdown.
-
-        :param listen: ``listen(route, on_connected)`` runs core's loop with
-            its LISTEN connection on ``route``
-        :param poll: ``poll(on_connected)`` polls until a poll fails (raises)
-            or the bus listens again
-        """
+        ``listen(route, on_connected)`` runs core's loop on ``route``;
+        ``poll(on_connected)`` polls until a poll fails or the bus listens."""
         if self.mode.active == "poll":
             delay = self.attempt(poll)
         else:
