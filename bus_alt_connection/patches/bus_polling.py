@@ -1,13 +1,11 @@
 """Odoo glue of poll mode: core's dispatch, fed by ``bus_bus`` polls.
 
-Instead of core's LISTEN loop, the dispatcher thread polls every database
-whose registry is loaded in this process, through Odoo's own pooled route
-(``db_host``), and wakes the websockets subscribed to the channels of new
-rows exactly as core's loop does for a NOTIFY payload. The websockets then
-read their notifications themselves, as always. No connection bypasses
-``db_host``, and none is held between polls. Each database's poll runs in
-a thread of ``BoundedPolls``: one that does not answer in time does not
-hold up the others.
+Instead of core's LISTEN loop, the dispatcher thread polls the databases
+loaded in this process through Odoo's own route (``db_host``), holding no
+connection between polls, and wakes the websockets of the new rows'
+channels as core's loop does for a NOTIFY; they then read their
+notifications themselves. Each poll runs in a thread of ``BoundedPolls``:
+one that does not answer in time holds up no other.
 """
 
 import json
@@ -39,10 +37,6 @@ def loaded_registries():
         return list(snapshot.items())
     with registries._lock:  # 16.0-18.0: an OrderedDict under the LRU's lock
         return list(registries.d.items())
-
-
-def _has_bus(registry):
-    return registry.ready and "bus.bus" in registry
 
 
 def subscribed_databases(channel_map):
@@ -79,11 +73,6 @@ def subscribed_in(dispatcher, db_name=None):
             yield from subscribed
 
 
-def wake_all_websockets(dispatcher):
-    """Make every websocket of this process read what it may have missed."""
-    wake(subscribed_in(dispatcher))
-
-
 class DispatcherPoller:
     """The poll loop of one process; its trackers outlive failed polls."""
 
@@ -108,20 +97,19 @@ class DispatcherPoller:
         self.trackers.clear()
 
     def poll_round(self):
-        """Poll the databases a websocket of this process is subscribed to;
-        returns how many polls started.
+        """Poll the databases a websocket of this process is subscribed to
+        (an idle site costs no query); return how many polls started.
 
-        An idle site costs no query. A database left out loses its tracker,
-        so a new subscriber gets a fresh one, whose first poll wakes every
-        websocket of that database to read what it missed. A poll that
-        fails, once the others are delivered, raises (db_host down) unless
-        its database is gone.
+        A database left out loses its tracker: a new subscriber gets a fresh
+        one, whose first poll wakes the database's websockets to catch up. A
+        failed poll raises (db_host down) once the others are delivered,
+        unless its database is gone.
         """
         watched = subscribed_databases(self.dispatcher._channels_to_ws)
         names = [
             name
             for name, registry in loaded_registries()
-            if name in watched and _has_bus(registry)
+            if name in watched and registry.ready and "bus.bus" in registry
         ]
         for name in set(self.trackers) - set(names):
             del self.trackers[name]  # unwatched, unloaded, or dropped
