@@ -6,9 +6,9 @@ their thread: their first ``sql_db.db_connect('postgres')`` returns a
 ``TriggerConnectionFactory``, whose ``cursor()`` is a ``TriggerConnection``;
 every other ``db_connect`` of a cron thread or worker (job transactions,
 the database list, the bus NOTIFY a job sends) keeps Odoo's ``db_*`` route.
-When core's runner recycles its connection
-(19.0's ``limit_time_worker_cron``), closing it arms the request again.
-If a runner opens its LISTEN some other way, one ERROR says so.
+When core's runner recycles its connection (19.0's
+``limit_time_worker_cron``), closing it arms the request again. If a runner
+opens its LISTEN some other way, one ERROR says so.
 """
 
 import functools
@@ -106,10 +106,7 @@ class TriggerConnectionFactory:
 def _patched_db_connect(original):
     @functools.wraps(original)
     def db_connect(to, *args, **kwargs):
-        factory = listen_request.take(LISTEN_REQUEST, to)
-        if factory is not None:
-            return factory
-        return original(to, *args, **kwargs)
+        return listen_request.take(LISTEN_REQUEST, to) or original(to, *args, **kwargs)
 
     return db_connect
 
