@@ -1,15 +1,13 @@
 """Odoo glue: core's ``ImDispatch.loop`` runs unchanged, on our route.
 
-``ImDispatch.loop`` hands every call of core's loop to
-``BusListener.run_once`` (``lib/listener/bus.py``). Core's loop calls
-``sql_db.db_connect('postgres')`` once; in the dispatcher's thread (or
-greenlet, in the gevent worker) only, that returns a connection whose cursor
-refuses a standby (where LISTEN fails) and reports when ``LISTEN imbus`` is
-committed, and ``connection_info_for('postgres')``, called inside it, gets
-the listener route's host, port, user, password, sslmode and database. Every
-other connection (HTTP, cron, the NOTIFY side) keeps Odoo's ``db_*`` route.
-Core's channel map becomes a ``ChannelMap`` (a dict that notes when core's
-loop reads it), where the watch's probe subscribes like a websocket.
+Each call of core's loop goes through ``BusListener.run_once``. In the
+dispatcher's thread (or greenlet) only, the one ``db_connect('postgres')`` of
+core's loop takes the listener route (``connection_info_for``, which core's
+``db_connect`` calls, gets its parameters) and gives a cursor that refuses a
+standby (where LISTEN fails) and reports when ``LISTEN imbus`` is committed;
+every other connection (HTTP, cron, the NOTIFY side) keeps Odoo's ``db_*``
+route. Core's channel map becomes a ``ChannelMap``, where the watch's probe
+subscribes like a websocket.
 """
 
 import functools
@@ -38,7 +36,6 @@ from .bus_polling import DispatcherPoller, subscribed_in, wake
 _logger = logging.getLogger(__name__)
 
 _this_thread = threading.local()
-#: the kind of listen_request this glue arms
 LISTEN_REQUEST = "bus"
 #: as core: ODOO_NOTIFY_FUNCTION is read once, at start
 NOTIFY_SQL = round_trip.notify_sql(round_trip.notify_function())
@@ -106,12 +103,10 @@ class _ListenerCursor:
 
 
 class ChannelMap(dict):
-    """Core's channel -> websockets map, noting when core's loop reads it.
-
-    Core's loop looks every channel of every notification it receives up
-    with ``get`` (subscriptions use ``setdefault``, ``[]`` and ``pop``), so
-    the last ``get`` is when the listener last received a notification.
-    """
+    """Core's channel -> websockets map, noting when core's loop reads it:
+    core looks every notified channel up with ``get`` (subscriptions use
+    ``setdefault``, ``[]`` and ``pop``), so the last ``get`` is the last
+    notification received."""
 
     last_received_at = None
     #: how many lookups core's loop made (one per channel of a batch)
@@ -216,14 +211,11 @@ def install(settings):
 
     def loop(self):
         listener.dispatcher = self
-        poller = pollers.get(self) or pollers.setdefault(
-            self, DispatcherPoller(self, listener)
-        )
+        if self not in pollers:
+            pollers[self] = DispatcherPoller(self, listener)
         listener.run_once(
-            listen=lambda route, on_listening: _run_core_loop_on_route(
-                core_loop, self, route, on_listening
-            ),
-            poll=poller.run,
+            listen=functools.partial(_run_core_loop_on_route, core_loop, self),
+            poll=pollers[self].run,
         )
 
     loop.bus_alt_connection = listener

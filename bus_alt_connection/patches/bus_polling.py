@@ -1,11 +1,10 @@
 """Odoo glue of poll mode: core's dispatch, fed by ``bus_bus`` polls.
 
-Instead of core's LISTEN loop, the dispatcher thread polls the databases
-loaded in this process through Odoo's own route (``db_host``), holding no
-connection between polls, and wakes the websockets of the new rows'
-channels as core's loop does for a NOTIFY; they then read their
-notifications themselves. Each poll runs in a thread of ``BoundedPolls``:
-one that does not answer in time holds up no other.
+Instead of core's LISTEN loop, the dispatcher thread polls the loaded
+databases through Odoo's own route (``db_host``), holding no connection
+between polls, and wakes the websockets of the new rows' channels as core's
+loop does for a NOTIFY. Each poll runs in a thread of ``BoundedPolls``: a
+database that does not answer in time holds up no other.
 """
 
 import json
