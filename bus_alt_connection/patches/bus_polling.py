@@ -28,25 +28,26 @@ _logger = logging.getLogger(__name__)
 _DATABASE_GONE = ("does not exist", "no such database")
 
 
-def loaded_registries():
-    """(database name, registry) of every registry loaded in this process."""
-    registries = Registry.registries
-    snapshot = getattr(registries, "snapshot", None)  # 19.0's LRU
-    if snapshot is not None:
-        return list(snapshot.items())
-    with registries._lock:  # 16.0-18.0: an OrderedDict under the LRU's lock
-        return list(registries.d.items())
-
-
-def subscribed_databases(channel_map):
-    """Databases with a websocket subscribed: core keys channels (db, ...)."""
-    return {
+def polled_databases(channel_map):
+    """The databases loaded in this process, with ``bus.bus``, where a
+    websocket is subscribed (core keys channels (db, ...))."""
+    watched = {
         channel[0]
         for channel, subscribed in list(channel_map.items())
         if isinstance(channel, tuple)
         and channel
         and any(not isinstance(ws, Probe) for ws in subscribed)
     }
+    registries = Registry.registries
+    loaded = getattr(registries, "snapshot", None)  # 19.0's LRU
+    if loaded is None:
+        with registries._lock:  # 16.0-18.0: an OrderedDict under the LRU's lock
+            loaded = dict(registries.d)
+    return [
+        name
+        for name, registry in loaded.items()
+        if name in watched and registry.ready and "bus.bus" in registry
+    ]
 
 
 def wake(websockets):
@@ -96,20 +97,12 @@ class DispatcherPoller:
         self.trackers.clear()
 
     def poll_round(self):
-        """Poll the databases a websocket of this process is subscribed to
-        (an idle site costs no query); return how many polls started.
-
-        A database left out loses its tracker: a new subscriber gets a fresh
-        one, whose first poll wakes the database's websockets to catch up. A
-        failed poll raises (db_host down) once the others are delivered,
-        unless its database is gone.
-        """
-        watched = subscribed_databases(self.dispatcher._channels_to_ws)
-        names = [
-            name
-            for name, registry in loaded_registries()
-            if name in watched and registry.ready and "bus.bus" in registry
-        ]
+        """Poll the databases a websocket here is subscribed to (an idle site
+        costs no query); return how many polls started. A database left out
+        loses its tracker: a new subscriber's first poll wakes the database's
+        websockets to catch up. A failed poll raises (db_host down) once the
+        others are delivered, unless its database is gone."""
+        names = polled_databases(self.dispatcher._channels_to_ws)
         for name in set(self.trackers) - set(names):
             del self.trackers[name]  # unwatched, unloaded, or dropped
         for name in names:
@@ -139,8 +132,7 @@ class DispatcherPoller:
             self._warned.discard(name)
             channels += polled
             if started:
-                # rows committed before the tracker started: the websockets
-                # of this database read what they missed when woken
+                # the websockets catch up on rows committed before the start
                 wake(subscribed_in(self.dispatcher, name))
         if channels:
             wake(subscribed_to(self.dispatcher, channels))
