@@ -132,7 +132,7 @@ class DispatcherPoller:
             self._warned.discard(name)
             channels += polled
             if started:
-                # the websockets catch up on rows committed before the start
+                # rows committed before the tracker started: its websockets catch up
                 wake(subscribed_in(self.dispatcher, name))
         if channels:
             wake(subscribed_to(self.dispatcher, channels))
