@@ -1,10 +1,9 @@
 import importlib.util
 
-# The Odoo glue loads only inside Odoo, where core's bus is importable: the
-# plain-Python core (lib/) is importable by tools, tests and
-# ``python -m odoo.addons.bus_alt_connection.lib.check`` from an installed
-# wheel, with or without Odoo's addons on the path. On an Odoo whose core
-# lacks what the patches wrap, nothing is patched and one ERROR says so.
+# The Odoo glue loads only inside Odoo, where core's bus is importable; lib/
+# is also imported without it (tools, tests, ``python -m
+# odoo.addons.bus_alt_connection.lib.check`` from a wheel). Where core lacks
+# what the patches wrap, nothing is patched and one ERROR says so.
 if __name__.startswith("odoo.addons.") and importlib.util.find_spec("odoo.addons.bus"):
     from .patches.supported_core import missing_in_core
 

@@ -1,21 +1,13 @@
 """Odoo glue: core's ``ImDispatch.loop`` runs unchanged, on our route.
 
-Three small patches, each a no-op unless the current thread (or greenlet,
-in the gevent worker) is the bus dispatcher starting its LISTEN connection:
-
-* ``ImDispatch.loop`` hands every call of core's loop to
-  ``BusListener.run_once`` (``lib/listener/bus.py``: the listener's life);
-* ``sql_db.db_connect('postgres')``, called once by core's loop, returns a
-  connection whose cursor refuses a standby (where LISTEN fails) and
-  reports when ``LISTEN imbus`` is committed;
-* ``sql_db.connection_info_for('postgres')``, called inside that
-  ``db_connect``, gets the listener route's host, port, user, password,
-  sslmode and database.
-
-Every other connection of the process (HTTP, cron, the NOTIFY side) keeps
-Odoo's ``db_*`` route. Besides, core's channel map becomes a ``ChannelMap``
-(a dict that notes when core's loop reads it), and the watch's probe is
-subscribed in it like a websocket.
+Each call of core's loop goes through ``BusListener.run_once``. In the
+dispatcher's thread (or greenlet) only, the one ``db_connect('postgres')`` of
+core's loop takes the listener route (``connection_info_for``, which core's
+``db_connect`` calls, gets its parameters) and gives a cursor that refuses a
+standby (where LISTEN fails) and reports when ``LISTEN imbus`` is committed;
+every other connection (HTTP, cron, the NOTIFY side) keeps Odoo's ``db_*``
+route. Core's channel map becomes a ``ChannelMap``, where the watch's probe
+subscribes like a websocket.
 """
 
 import functools
@@ -28,14 +20,8 @@ from odoo.tools import config
 
 from odoo.addons.bus.models import bus as core_bus
 
-from ..lib.listener import listen_request
+from ..lib.listener import listen_request, round_trip
 from ..lib.listener.bus import BusListener
-from ..lib.listener.round_trip import (
-    notify_function,
-    notify_sql,
-    read_server_facts,
-    route_facts,
-)
 from ..lib.listener.watch import channel_probe, deafness_explanation
 from ..lib.log_once import error_once
 from ..lib.route.config import (
@@ -45,15 +31,14 @@ from ..lib.route.config import (
     resolve_route,
 )
 from ..lib.route.connection import first_line, listener_params, refuse_standby
-from .bus_polling import DispatcherPoller, wake_all_websockets
+from .bus_polling import DispatcherPoller, subscribed_in, wake
 
 _logger = logging.getLogger(__name__)
 
 _this_thread = threading.local()
-#: the kind of listen_request this glue arms
 LISTEN_REQUEST = "bus"
 #: as core: ODOO_NOTIFY_FUNCTION is read once, at start
-NOTIFY_SQL = notify_sql(notify_function())
+NOTIFY_SQL = round_trip.notify_sql(round_trip.notify_function())
 
 
 class OdooBusListener(BusListener):
@@ -71,7 +56,7 @@ class OdooBusListener(BusListener):
         return explain_deafness(self._route)
 
     def catch_up(self):
-        wake_all_websockets(self.dispatcher)
+        wake(subscribed_in(self.dispatcher))
 
     def db_host_answers(self):
         try:
@@ -87,9 +72,15 @@ class OdooBusListener(BusListener):
 
 
 class _ListenerCursor:
-    """Core's LISTEN cursor; reports the first commit, i.e. LISTEN is active."""
+    """Core's LISTEN cursor: refuses a standby; reports the first commit, i.e.
+    LISTEN is active."""
 
     def __init__(self, cursor, on_listening):
+        try:
+            refuse_standby(cursor._cnx)
+        except Exception:
+            cursor.close()
+            raise
         self._cursor = cursor
         self._on_listening = on_listening
 
@@ -111,30 +102,11 @@ class _ListenerCursor:
         return result
 
 
-def _listening_connection(connection, on_listening):
-    """Core's connection, whose cursor refuses a standby and reports LISTEN."""
-    core_cursor = connection.cursor
-
-    def cursor(*args, **kwargs):
-        cr = core_cursor(*args, **kwargs)
-        try:
-            refuse_standby(cr._cnx)
-        except Exception:
-            cr.close()
-            raise
-        return _ListenerCursor(cr, on_listening)
-
-    connection.cursor = cursor
-    return connection
-
-
 class ChannelMap(dict):
-    """Core's channel -> websockets map, noting when core's loop reads it.
-
-    Core's loop looks every channel of every notification it receives up
-    with ``get`` (subscriptions use ``setdefault``, ``[]`` and ``pop``), so
-    the last ``get`` is when the listener last received a notification.
-    """
+    """Core's channel -> websockets map, noting when core's loop reads it:
+    core looks every notified channel up with ``get`` (subscriptions use
+    ``setdefault``, ``[]`` and ``pop``), so the last ``get`` is the last
+    notification received."""
 
     last_received_at = None
     #: how many lookups core's loop made (one per channel of a batch)
@@ -146,7 +118,7 @@ class ChannelMap(dict):
         return super().get(key, default)
 
 
-def _patched_db_connect(original):
+def _wrap_db_connect(original):
     @functools.wraps(original)
     def db_connect(to, *args, **kwargs):
         request = listen_request.take(LISTEN_REQUEST, to)
@@ -158,12 +130,18 @@ def _patched_db_connect(original):
             connection = original(to, *args, **kwargs)
         finally:
             _this_thread.route = None
-        return _listening_connection(connection, on_listening)
+        core_cursor = connection.cursor
+
+        def cursor(*args, **kwargs):
+            return _ListenerCursor(core_cursor(*args, **kwargs), on_listening)
+
+        connection.cursor = cursor
+        return connection
 
     return db_connect
 
 
-def _patched_connection_info_for(original):
+def _wrap_connection_info_for(original):
     @functools.wraps(original)
     def connection_info_for(db_or_uri, *args, **kwargs):
         db_name, info = original(db_or_uri, *args, **kwargs)
@@ -199,8 +177,7 @@ _report_route_unused = error_once(
 
 
 def notify_through_db_host(payload, channel="imbus"):
-    """NOTIFY ``channel`` (the bus's, by default) the way core does, on
-    Odoo's own route."""
+    """NOTIFY ``channel`` (imbus by default) as core does, through db_host."""
     with sql_db.db_connect(BUS_DATABASE).cursor() as cr:
         cr.execute(NOTIFY_SQL, (channel, payload))
 
@@ -208,9 +185,9 @@ def notify_through_db_host(payload, channel="imbus"):
 def explain_deafness(route):
     """Compare the listener's route with db_host, for the self-check's ERROR."""
     try:
-        ours = route_facts(listener_params(route))
+        ours = round_trip.route_facts(listener_params(route))
         with sql_db.db_connect(BUS_DATABASE).cursor() as cr:
-            theirs = read_server_facts(cr)
+            theirs = round_trip.read_server_facts(cr)
     except Exception as error:
         return f"the routes could not be compared ({first_line(error)})"
     return deafness_explanation(ours, theirs)
@@ -234,22 +211,17 @@ def install(settings):
 
     def loop(self):
         listener.dispatcher = self
-        poller = pollers.get(self) or pollers.setdefault(
-            self, DispatcherPoller(self, listener)
-        )
+        if self not in pollers:
+            pollers[self] = DispatcherPoller(self, listener)
         listener.run_once(
-            listen=lambda route, on_listening: _run_core_loop_on_route(
-                core_loop, self, route, on_listening
-            ),
-            poll=poller.run,
+            listen=functools.partial(_run_core_loop_on_route, core_loop, self),
+            poll=pollers[self].run,
         )
 
     loop.bus_alt_connection = listener
     loop.__doc__ = core_loop.__doc__
-    sql_db.db_connect = _patched_db_connect(sql_db.db_connect)
-    sql_db.connection_info_for = _patched_connection_info_for(
-        sql_db.connection_info_for
-    )
+    sql_db.db_connect = _wrap_db_connect(sql_db.db_connect)
+    sql_db.connection_info_for = _wrap_connection_info_for(sql_db.connection_info_for)
     core_bus.ImDispatch.loop = loop
     core_bus.dispatch._channels_to_ws = ChannelMap(core_bus.dispatch._channels_to_ws)
     if listener.mode.active == "listen":

@@ -1,13 +1,10 @@
 """Odoo glue of poll mode: core's dispatch, fed by ``bus_bus`` polls.
 
-Instead of core's LISTEN loop, the dispatcher thread polls every database
-whose registry is loaded in this process, through Odoo's own pooled route
-(``db_host``), and wakes the websockets subscribed to the channels of new
-rows exactly as core's loop does for a NOTIFY payload. The websockets then
-read their notifications themselves, as always. No connection bypasses
-``db_host``, and none is held between polls. Each database's poll runs in
-a thread of ``BoundedPolls``: one that does not answer in time does not
-hold up the others.
+Instead of core's LISTEN loop, the dispatcher thread polls the loaded
+databases through Odoo's own route (``db_host``), holding no connection
+between polls, and wakes the websockets of the new rows' channels as core's
+loop does for a NOTIFY. Each poll runs in a thread of ``BoundedPolls``: a
+database that does not answer in time holds up no other.
 """
 
 import json
@@ -31,29 +28,26 @@ _logger = logging.getLogger(__name__)
 _DATABASE_GONE = ("does not exist", "no such database")
 
 
-def loaded_registries():
-    """(database name, registry) of every registry loaded in this process."""
-    registries = Registry.registries
-    snapshot = getattr(registries, "snapshot", None)  # 19.0's LRU
-    if snapshot is not None:
-        return list(snapshot.items())
-    with registries._lock:  # 16.0-18.0: an OrderedDict under the LRU's lock
-        return list(registries.d.items())
-
-
-def _has_bus(registry):
-    return registry.ready and "bus.bus" in registry
-
-
-def subscribed_databases(channel_map):
-    """Databases with a websocket subscribed: core keys channels (db, ...)."""
-    return {
+def polled_databases(channel_map):
+    """The databases loaded in this process, with ``bus.bus``, where a
+    websocket is subscribed (core keys channels (db, ...))."""
+    watched = {
         channel[0]
         for channel, subscribed in list(channel_map.items())
         if isinstance(channel, tuple)
         and channel
         and any(not isinstance(ws, Probe) for ws in subscribed)
     }
+    registries = Registry.registries
+    loaded = getattr(registries, "snapshot", None)  # 19.0's LRU
+    if loaded is None:
+        with registries._lock:  # 16.0-18.0: an OrderedDict under the LRU's lock
+            loaded = dict(registries.d)
+    return [
+        name
+        for name, registry in loaded.items()
+        if name in watched and registry.ready and "bus.bus" in registry
+    ]
 
 
 def wake(websockets):
@@ -77,11 +71,6 @@ def subscribed_in(dispatcher, db_name=None):
             isinstance(channel, tuple) and channel[:1] == (db_name,)
         ):
             yield from subscribed
-
-
-def wake_all_websockets(dispatcher):
-    """Make every websocket of this process read what it may have missed."""
-    wake(subscribed_in(dispatcher))
 
 
 class DispatcherPoller:
@@ -108,21 +97,12 @@ class DispatcherPoller:
         self.trackers.clear()
 
     def poll_round(self):
-        """Poll the databases a websocket of this process is subscribed to;
-        returns how many polls started.
-
-        An idle site costs no query. A database left out loses its tracker,
-        so a new subscriber gets a fresh one, whose first poll wakes every
-        websocket of that database to read what it missed. A poll that
-        fails, once the others are delivered, raises (db_host down) unless
-        its database is gone.
-        """
-        watched = subscribed_databases(self.dispatcher._channels_to_ws)
-        names = [
-            name
-            for name, registry in loaded_registries()
-            if name in watched and _has_bus(registry)
-        ]
+        """Poll the databases a websocket here is subscribed to (an idle site
+        costs no query); return how many polls started. A database left out
+        loses its tracker: a new subscriber's first poll wakes the database's
+        websockets to catch up. A failed poll raises (db_host down) once the
+        others are delivered, unless its database is gone."""
+        names = polled_databases(self.dispatcher._channels_to_ws)
         for name in set(self.trackers) - set(names):
             del self.trackers[name]  # unwatched, unloaded, or dropped
         for name in names:
@@ -152,8 +132,7 @@ class DispatcherPoller:
             self._warned.discard(name)
             channels += polled
             if started:
-                # rows committed before the tracker started: the websockets
-                # of this database read what they missed when woken
+                # rows committed before the tracker started: its websockets catch up
                 wake(subscribed_in(self.dispatcher, name))
         if channels:
             wake(subscribed_to(self.dispatcher, channels))

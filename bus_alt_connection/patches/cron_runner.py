@@ -1,14 +1,11 @@
 """Odoo glue: core's cron runners LISTEN for triggers on the cron route.
 
-Core's cron loop runs unchanged. Core's runners (``ThreadedServer.cron_thread``,
-``WorkerCron.start``) are wrapped to arm a one-shot ``listen_request`` in
-their thread: their first ``sql_db.db_connect('postgres')`` returns a
-``TriggerConnectionFactory``, whose ``cursor()`` is a ``TriggerConnection``;
-every other ``db_connect`` of a cron thread or worker (job transactions,
-the database list, the bus NOTIFY a job sends) keeps Odoo's ``db_*`` route.
-When core's runner recycles its connection
-(19.0's ``limit_time_worker_cron``), closing it arms the request again.
-If a runner opens its LISTEN some other way, one ERROR says so.
+Core's runners (``ThreadedServer.cron_thread``, ``WorkerCron.start``) run
+unchanged, wrapped to arm a one-shot ``listen_request``: their thread's first
+``db_connect('postgres')`` returns a ``TriggerConnectionFactory``; every other
+connection (job transactions, the database list, a job's bus NOTIFY) keeps
+Odoo's ``db_*`` route. When core's runner recycles its connection (19.0's
+``limit_time_worker_cron``), closing it arms the request again.
 """
 
 import functools
@@ -34,7 +31,6 @@ from .bus_dispatcher import explain_deafness, notify_through_db_host
 
 _logger = logging.getLogger(__name__)
 
-#: the kind of listen_request this glue arms
 LISTEN_REQUEST = "cron"
 #: (class, name) of core's functions that open the trigger connection
 CRON_RUNNERS = (
@@ -106,10 +102,7 @@ class TriggerConnectionFactory:
 def _patched_db_connect(original):
     @functools.wraps(original)
     def db_connect(to, *args, **kwargs):
-        factory = listen_request.take(LISTEN_REQUEST, to)
-        if factory is not None:
-            return factory
-        return original(to, *args, **kwargs)
+        return listen_request.take(LISTEN_REQUEST, to) or original(to, *args, **kwargs)
 
     return db_connect
 
@@ -142,8 +135,7 @@ def rearm_if_in_runner():
 
 def installed_factory():
     """The TriggerConnectionFactory of this process, or None if not patched."""
-    cls, name = CRON_RUNNERS[0]
-    return getattr(getattr(cls, name), "bus_alt_connection_cron", None)
+    return getattr(server.ThreadedServer.cron_thread, "bus_alt_connection_cron", None)
 
 
 def install(settings):

@@ -1,10 +1,8 @@
-"""Odoo glue: does this Odoo's core have what the addon wraps?
+"""Odoo glue: does this Odoo's core have what the addon wraps (``WRAPPED``)?
 
-The patches wrap core's bus dispatcher loop (``ImDispatch.loop``, Odoo 16.0
-to 19.0), ``odoo.sql_db.db_connect`` and ``connection_info_for``, and the
-cron runners. On an Odoo whose core lacks one of them (Odoo 20.0 rewrote
-its bus), the addon patches nothing and says so in one ERROR: the bus and
-the cron runners work as in core, and Odoo keeps serving.
+Odoo 16.0 to 19.0 have it all; 20.0 rewrote its bus. Where something lacks,
+the addon patches nothing and says so in one ERROR: the bus and the cron
+runners work as in core, and Odoo keeps serving.
 """
 
 import importlib
