@@ -147,10 +147,8 @@ class BusTracker:
 
     def consume(self, rows, started=None, holder=None):
         """The rows of the query ``query()`` gave; return the new channels.
-
-        :param holder: ``holder(xid)`` describes the transaction that holds
-            xmin, for the log (None: what this role cannot see)
-        """
+        ``holder(xid)`` describes the transaction that holds xmin, for the log
+        (None: what this role cannot see)."""
         finished = self._clock()
         xmin, xmax, database_oid = rows[0][:3]
         if self.started and database_oid != self.database_oid:
@@ -165,9 +163,7 @@ class BusTracker:
         if xmin != self._xmin:
             self._xmin, self._xmin_since = xmin, finished
         self._checkpoint(started if started is not None else finished, finished, xmax)
-        if self._settle(xmin):
-            self._xmin_moves_again()
-        elif len(self._checkpoints) > self._max_checkpoints:
+        if not self._settle(xmin) and len(self._checkpoints) > self._max_checkpoints:
             del self._checkpoints[0]
             self._report_held_xmin(finished, holder)
         return channels
@@ -199,13 +195,12 @@ class BusTracker:
         return channels
 
     def _add_gaps(self, previous_max, new_ids):
-        """Ids between the previous max and the new rows that did not show."""
+        """The ids after the previous max that did not show are gaps; beyond
+        ``max_gaps``, the oldest are forgotten."""
         lowest = max(previous_max + 1, new_ids[-1] - self._max_gaps - len(new_ids))
         self.gaps.update(set(range(lowest, new_ids[-1] + 1)) - set(new_ids))
-        if lowest > previous_max + 1 or len(self.gaps) > self._max_gaps:
-            self._cap_gaps()
-
-    def _cap_gaps(self):
+        if lowest == previous_max + 1 and len(self.gaps) <= self._max_gaps:
+            return
         kept = sorted(self.gaps)[-self._max_gaps :]
         self.floor = max(self.floor, (kept[0] - 1) if kept else self.max_seen)
         self.gaps = set(kept)
@@ -248,6 +243,13 @@ class BusTracker:
         self.floor = max(self.floor, checkpoints[settled].max_seen)
         self.gaps = {gap for gap in self.gaps if gap > self.floor}
         del checkpoints[: settled + 1]
+        if self._xmin_held:
+            self._xmin_held = False
+            _logger.info(
+                "bus_alt_connection: the cluster's xmin moves again; the "
+                "bus.bus ids not seen in database %s settle again.",
+                self.name,
+            )
         return True
 
     def _report_held_xmin(self, now, holder):
@@ -279,12 +281,3 @@ class BusTracker:
             self.name,
             self._max_checkpoints,
         )
-
-    def _xmin_moves_again(self):
-        if self._xmin_held:
-            self._xmin_held = False
-            _logger.info(
-                "bus_alt_connection: the cluster's xmin moves again; the "
-                "bus.bus ids not seen in database %s settle again.",
-                self.name,
-            )
