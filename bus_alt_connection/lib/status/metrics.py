@@ -25,14 +25,12 @@ def parse_allow(text):
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise OptionError(
-                ALLOW_OPTION,
-                text,
-                "config",
-                f"has {part!r}, which is not an address or a network",
+            why = f"has {part!r}, which is not an address or a network"
+            fix = (
                 f"set {ALLOW_OPTION} to addresses or networks, e.g. "
-                "127.0.0.1,10.0.0.0/8",
-            ) from None
+                "127.0.0.1,10.0.0.0/8"
+            )
+            raise OptionError(ALLOW_OPTION, text, "config", why, fix) from None
     return networks
 
 
@@ -93,9 +91,7 @@ def _number(value):
         return "NaN"
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float):
-        return "+Inf" if math.isinf(value) else repr(value)
-    return str(value)
+    return "+Inf" if value == math.inf else repr(value)  # an int or a float
 
 
 def _seconds_since_or_inf(moment, now):
@@ -147,7 +143,6 @@ def render(dispatcher, cron_listeners=(), now=None):
     :param dispatcher: None in a process that runs no dispatcher (a prefork
         HTTP or cron worker), else a dict with ``listener``, ``started``
         (core's dispatcher thread runs) and ``channel_map`` (core's map)
-    :param cron_listeners: this process's cron trigger listeners
     """
     now = time.monotonic() if now is None else now
     samples = {"dispatcher_process": [({}, dispatcher is not None)]}
