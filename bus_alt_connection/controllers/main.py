@@ -45,11 +45,8 @@ def _listener_health():
 
 
 def _json(body, status):
-    return request.make_response(
-        json.dumps(body),
-        headers=[("Content-Type", "application/json")],
-        status=status,
-    )
+    headers = [("Content-Type", "application/json")]
+    return request.make_response(json.dumps(body), headers=headers, status=status)
 
 
 def _allowed_networks():
