@@ -49,10 +49,9 @@ class BoundedPolls:
         polls this round started."""
         started = 0
         for name in names:
-            if name in self._running or self._busy() >= self._max_running:
-                continue
-            started += 1
-            self._poll_within_bound(name)
+            if name not in self._running and self._busy() < self._max_running:
+                started += 1
+                self._poll_within_bound(name)
         answered, failed = {}, {}
         for name, future in list(self._running.items()):
             if future.done():
