@@ -12,21 +12,7 @@ from odoo.addons.bus.models.bus import dispatch
 
 from ..lib.log_once import error_once
 from ..lib.route.config import OptionError
-from ..lib.status.health import (
-    NOT_INSTALLED,
-    NOT_THE_DISPATCHER,
-    health_report,
-    idle_report,
-    public_body,
-)
-from ..lib.status.metrics import (
-    ALLOW_OPTION,
-    CONTENT_TYPE,
-    address_allowed,
-    address_to_judge,
-    parse_allow,
-    render,
-)
+from ..lib.status import health, metrics
 from ..patches.bus_dispatcher import installed_listener
 from ..patches.cron_runner import installed_factory
 
@@ -37,42 +23,35 @@ _report_bad_allow = error_once(
 
 
 def runs_the_dispatcher():
-    """A threaded server or prefork's gevent worker; not an HTTP worker.
-
-    ``odoo.multi_process`` would tell, but only 16.0 and 17.0 set it.
-    """
+    """A threaded server or prefork's gevent worker; not an HTTP worker
+    (``odoo.multi_process`` would tell, but only 16.0 and 17.0 set it)."""
     return getattr(odoo, "evented", False) or not config["workers"]
 
 
 def _listener_health():
-    """(healthy, details) of this process's bus listener.
-
-    Only reads state: the dispatcher starts with the first websocket, never
-    with a health check.
+    """(healthy, details) of this process's bus listener. Only reads state:
+    the dispatcher starts with the first websocket, never with a health check.
     """
     if not runs_the_dispatcher():
-        return False, {"error": NOT_THE_DISPATCHER}
+        return False, {"error": health.NOT_THE_DISPATCHER}
     listener = installed_listener()
     if listener is None:
-        return False, {"error": NOT_INSTALLED}
+        return False, {"error": health.NOT_INSTALLED}
     if not dispatch.is_alive():
-        return idle_report(listener)
-    return health_report(
+        return health.idle_report(listener)
+    return health.health_report(
         listener, getattr(dispatch._channels_to_ws, "last_received_at", None)
     )
 
 
 def _json(body, status):
-    return request.make_response(
-        json.dumps(body),
-        headers=[("Content-Type", "application/json")],
-        status=status,
-    )
+    headers = [("Content-Type", "application/json")]
+    return request.make_response(json.dumps(body), headers=headers, status=status)
 
 
 def _allowed_networks():
     try:
-        return parse_allow(config.get(ALLOW_OPTION))
+        return metrics.parse_allow(config.get(metrics.ALLOW_OPTION))
     except OptionError as error:
         _report_bad_allow(error)
         return []
@@ -106,7 +85,7 @@ class BusListenerStatus(http.Controller):
     def health(self):
         """For monitors: 200 when the bus listener is healthy, 503 when not."""
         healthy, details = _listener_health()
-        return _json(public_body(healthy, details), 200 if healthy else 503)
+        return _json(health.public_body(healthy, details), 200 if healthy else 503)
 
     @http.route("/bus_alt_connection/health/details", type="http", auth="user")
     def health_details(self):
@@ -122,18 +101,19 @@ class BusListenerStatus(http.Controller):
     )
     def metrics(self):
         """Prometheus: for the addresses of bus_alt_connection_metrics_allow
-        and for administrators; 403 otherwise. Only reads state.
-
-        ``headers.environ`` is the environ Odoo's ProxyFix wrote to (on
-        16.0, ``httprequest.environ`` is a copy without werkzeug's keys).
-        """
-        address = address_to_judge(request.httprequest.headers.environ)
-        if not (address_allowed(address, _allowed_networks()) or _is_administrator()):
+        and for administrators; 403 otherwise. Only reads state. On 16.0,
+        ``httprequest.environ`` is a copy without werkzeug's keys: read
+        ``headers.environ``, the one Odoo's ProxyFix wrote to."""
+        address = metrics.address_to_judge(request.httprequest.headers.environ)
+        allowed = metrics.address_allowed(address, _allowed_networks())
+        if not (allowed or _is_administrator()):
             return request.make_response(
                 "forbidden\n", headers=[("Content-Type", "text/plain")], status=403
             )
         factory = installed_factory()
-        body = render(
+        body = metrics.render(
             _dispatcher_state(), factory.connections() if factory is not None else ()
         )
-        return request.make_response(body, headers=[("Content-Type", CONTENT_TYPE)])
+        return request.make_response(
+            body, headers=[("Content-Type", metrics.CONTENT_TYPE)]
+        )

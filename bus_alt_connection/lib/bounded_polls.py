@@ -1,16 +1,13 @@
 """Poll databases one after another, waiting for none longer than a bound.
 
-Plain Python. A round polls each database in a poll thread and waits at
-most ``bound`` seconds for it; a poll that outlasts the bound (its pool
-saturated, its table locked) goes on in its thread while the round moves on
-to the next database, and what it returns is handed over by the first
-round that finds it done. A database whose poll still runs is not polled
-again meanwhile: its tracker is not thread-safe.
-
-The rounds run in one thread (the bus dispatcher); only ``poll_one`` runs
-in the poll threads, and they share nothing with the round but the futures.
-In Odoo's gevent worker, threads are greenlets; the polls' psycopg2
-connections wait cooperatively there.
+A round polls each database in a poll thread and waits at most ``bound``
+seconds for it; a poll that outlasts the bound (its pool saturated, its
+table locked) goes on in its thread while the round moves on, and what it
+returns is handed over by the first round that finds it done. A database
+whose poll still runs is not polled again meanwhile: its tracker is not
+thread-safe. The rounds run in one thread (the bus dispatcher); the poll
+threads share nothing with it but the futures. In Odoo's gevent worker,
+threads are greenlets; the polls' psycopg2 connections wait cooperatively.
 """
 
 import concurrent.futures
@@ -29,12 +26,9 @@ MAX_RUNNING_POLLS = 16
 
 
 class BoundedPolls:
-    """The poll rounds of one process (the dispatcher's thread calls them).
-
-    Each poll runs in a reused daemon thread: a poll stuck on its database
-    must not hold up the process's exit (ThreadPoolExecutor joins its
-    threads).
-    """
+    """The poll rounds of one process. Each poll runs in a reused daemon
+    thread: one stuck on its database must not hold up the process's exit
+    (ThreadPoolExecutor joins its threads)."""
 
     def __init__(self, poll_one, bound=POLL_BOUND, max_running=MAX_RUNNING_POLLS):
         """:param poll_one: ``poll_one(name)`` polls database ``name`` and
@@ -55,20 +49,18 @@ class BoundedPolls:
         polls this round started."""
         started = 0
         for name in names:
-            if name in self._running or self._busy() >= self._max_running:
-                continue
-            started += 1
-            self._poll_within_bound(name)
+            if name not in self._running and self._busy() < self._max_running:
+                started += 1
+                self._poll_within_bound(name)
         answered, failed = {}, {}
         for name, future in list(self._running.items()):
-            if not future.done():
-                continue
-            del self._running[name]
-            error = future.exception()
-            if error is None:
-                answered[name] = future.result()
-            else:
-                failed[name] = error
+            if future.done():
+                del self._running[name]
+                error = future.exception()
+                if error is None:
+                    answered[name] = future.result()
+                else:
+                    failed[name] = error
         return answered, failed, started
 
     def _busy(self):
@@ -87,10 +79,26 @@ class BoundedPolls:
         try:
             error = future.exception(timeout=self._bound)
         except concurrent.futures.TimeoutError:
-            self._say_slow(name)
+            if name not in self._slow:
+                self._slow.add(name)
+                _logger.warning(
+                    "bus_alt_connection: the bus poll of database %s did not "
+                    "answer within %g s (its connections busy, its pool "
+                    "saturated, bus_bus locked?); the other databases are polled "
+                    "meanwhile, and its notifications are delivered once its "
+                    "poll answers.",
+                    name,
+                    self._bound,
+                )
             return
-        if error is None:
-            self._say_back(name)
+        if error is None and name in self._slow:
+            self._slow.discard(name)
+            _logger.info(
+                "bus_alt_connection: the bus poll of database %s answers "
+                "within %g s again.",
+                name,
+                self._bound,
+            )
 
     @staticmethod
     def _serve(work, idle):
@@ -105,26 +113,3 @@ class BoundedPolls:
                     if not isinstance(error, Exception):
                         raise  # the thread is asked to end (exit, greenlet kill)
             idle.release()
-
-    def _say_slow(self, name):
-        if name in self._slow:
-            return
-        self._slow.add(name)
-        _logger.warning(
-            "bus_alt_connection: the bus poll of database %s did not answer "
-            "within %g s (its connections busy, its pool saturated, bus_bus "
-            "locked?); the other databases are polled meanwhile, and its "
-            "notifications are delivered once its poll answers.",
-            name,
-            self._bound,
-        )
-
-    def _say_back(self, name):
-        if name in self._slow:
-            self._slow.discard(name)
-            _logger.info(
-                "bus_alt_connection: the bus poll of database %s answers "
-                "within %g s again.",
-                name,
-                self._bound,
-            )

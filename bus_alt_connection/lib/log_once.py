@@ -17,8 +17,7 @@ def error_once(logger, message):
 
 
 def traceback_once(logger, logged, error, message, *args):
-    """An ERROR with ``error``'s traceback, once per error type; ``logged``
-    is the set of the types already shown."""
+    """An ERROR with ``error``'s traceback, once per type (``logged``: those shown)."""
     if type(error) not in logged:
         logged.add(type(error))
         logger.error(message, *args, exc_info=error)

@@ -1,8 +1,5 @@
 """Poll ``bus_bus`` for new rows, for sites where LISTEN cannot work.
 
-Plain Python (a DB-API cursor is passed in; no Odoo import), so the Odoo
-glue, the check, the tests and the benchmarks share it.
-
 Each poll is one short indexed query. A sequence id is taken before the
 inserting transaction commits, so id 10 may commit after id 11: the tracker
 remembers the ids it has not seen below the highest one it has seen
@@ -69,7 +66,6 @@ SELECT s.xmin, s.xmax, s.db_oid, b.id, b.channel
   LEFT JOIN bus_bus b ON b.id > %(max_seen)s OR b.id = ANY(%(gaps)s::int[])
  ORDER BY b.id"""
 
-
 #: who holds xmin: a session or a prepared transaction
 XMIN_HOLDER_SQL = """
 SELECT 'session pid ' || pid, state, usename, datname,
@@ -92,9 +88,6 @@ def xmin_holder(cursor, xid):
     state = state or "state hidden from this role"
     since = "" if age is None else f", in a transaction for {age:.0f} s"
     return f"{what}: {state}, user {user}, database {database}{since}"
-
-
-_STARTED = operator.attrgetter("started")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +138,8 @@ class BusTracker:
         return POLL_SQL, {"max_seen": self.max_seen, "gaps": sorted(self.gaps)}
 
     def poll(self, cursor):
-        """Run one poll on ``cursor``; return the channels of new rows.
-
-        The first poll (and the first after the database was re-created)
-        only finds where to start and returns nothing.
-        """
+        """Run one poll on ``cursor``; return the channels of new rows (none
+        on the first poll, nor after the database was re-created)."""
         started = self._clock()
         cursor.execute(*self.query())
         rows = cursor.fetchall()
@@ -157,10 +147,8 @@ class BusTracker:
 
     def consume(self, rows, started=None, holder=None):
         """The rows of the query ``query()`` gave; return the new channels.
-
-        :param holder: ``holder(xid)`` describes the transaction that holds
-            xmin, for the log (None: what this role cannot see)
-        """
+        ``holder(xid)`` describes the transaction that holds xmin, for the log
+        (None: what this role cannot see)."""
         finished = self._clock()
         xmin, xmax, database_oid = rows[0][:3]
         if self.started and database_oid != self.database_oid:
@@ -171,21 +159,17 @@ class BusTracker:
             )
             self.reset()
             return []
-        if self.started:
-            channels = self._take(rows)
-        else:
-            self._start(rows, database_oid)
-            channels = []
-        self._see_xmin(xmin, finished)
+        channels = self._take(rows) if self.started else self._start(rows, database_oid)
+        if xmin != self._xmin:
+            self._xmin, self._xmin_since = xmin, finished
         self._checkpoint(started if started is not None else finished, finished, xmax)
-        if self._settle(xmin):
-            self._xmin_moves_again()
-        elif len(self._checkpoints) > self._max_checkpoints:
+        if not self._settle(xmin) and len(self._checkpoints) > self._max_checkpoints:
             del self._checkpoints[0]
             self._report_held_xmin(finished, holder)
         return channels
 
     def _start(self, rows, database_oid):
+        """Find where to start; no channels yet."""
         last_id = rows[0][3]
         committed = {row[4] for row in rows if row[4] is not None}
         self.floor = max(0, last_id - self._start_window)
@@ -193,19 +177,17 @@ class BusTracker:
         self.gaps = set(range(self.floor + 1, last_id + 1)) - committed
         self.database_oid = database_oid
         self.started = True
+        return []
 
     def _take(self, rows):
         channels, new_ids = [], []
-        for row in rows:
-            row_id, channel = row[3], row[4]
-            if row_id is None:
-                continue
-            if row_id > self.max_seen:
+        for _xmin, _xmax, _oid, row_id, channel in rows:
+            if row_id is not None and row_id > self.max_seen:
                 new_ids.append(row_id)
             elif row_id in self.gaps:
                 self.gaps.discard(row_id)
             else:
-                continue  # not asked for; a query of another tracker state
+                continue  # no row, or not asked for (a query of another state)
             channels.append(channel)
         if new_ids:
             self._add_gaps(self.max_seen, new_ids)
@@ -213,13 +195,12 @@ class BusTracker:
         return channels
 
     def _add_gaps(self, previous_max, new_ids):
-        """Ids between the previous max and the new rows that did not show."""
+        """The ids after the previous max that did not show are gaps; beyond
+        ``max_gaps``, the oldest are forgotten."""
         lowest = max(previous_max + 1, new_ids[-1] - self._max_gaps - len(new_ids))
         self.gaps.update(set(range(lowest, new_ids[-1] + 1)) - set(new_ids))
-        if lowest > previous_max + 1 or len(self.gaps) > self._max_gaps:
-            self._cap_gaps()
-
-    def _cap_gaps(self):
+        if lowest == previous_max + 1 and len(self.gaps) <= self._max_gaps:
+            return
         kept = sorted(self.gaps)[-self._max_gaps :]
         self.floor = max(self.floor, (kept[0] - 1) if kept else self.max_seen)
         self.gaps = set(kept)
@@ -242,19 +223,8 @@ class BusTracker:
         checkpoints.append(Checkpoint(started, finished, self.max_seen, xmax))
 
     def _settle(self, xmin):
-        """Forget the gaps no running transaction can still fill; return
-        whether a checkpoint settled."""
-        settled = self._last_settled(xmin)
-        if settled is None:
-            return False
-        checkpoints = self._checkpoints
-        self.floor = max(self.floor, checkpoints[settled].max_seen)
-        self.gaps = {gap for gap in self.gaps if gap > self.floor}
-        del checkpoints[: settled + 1]
-        return True
-
-    def _last_settled(self, xmin):
-        """Index of the last checkpoint whose proof ``xmin`` has reached."""
+        """Forget the gaps of the checkpoints whose proof ``xmin`` has
+        reached; return whether one settled."""
         checkpoints = self._checkpoints
         settled = None
         for index, checkpoint in enumerate(checkpoints):
@@ -262,17 +232,25 @@ class BusTracker:
                 checkpoints,
                 checkpoint.finished + self._settle_margin,
                 lo=index + 1,
-                key=_STARTED,
+                key=operator.attrgetter("started"),
             )
             # xmax only grows: if this checkpoint is not settled, no later is
             if proof == len(checkpoints) or checkpoints[proof].xmax > xmin:
                 break
             settled = index
-        return settled
-
-    def _see_xmin(self, xmin, now):
-        if xmin != self._xmin:
-            self._xmin, self._xmin_since = xmin, now
+        if settled is None:
+            return False
+        self.floor = max(self.floor, checkpoints[settled].max_seen)
+        self.gaps = {gap for gap in self.gaps if gap > self.floor}
+        del checkpoints[: settled + 1]
+        if self._xmin_held:
+            self._xmin_held = False
+            _logger.info(
+                "bus_alt_connection: the cluster's xmin moves again; the "
+                "bus.bus ids not seen in database %s settle again.",
+                self.name,
+            )
+        return True
 
     def _report_held_xmin(self, now, holder):
         """Once per stretch: xmin has held the checkpoints at their bound."""
@@ -280,6 +258,11 @@ class BusTracker:
             return
         self._xmin_held = True
         xid = self._xmin % 2**32  # without the epoch, as pg_stat_activity has it
+        described = None
+        try:
+            described = holder and holder(xid)
+        except Exception as error:  # a diagnosis must not fail the poll
+            _logger.debug("bus_alt_connection: xmin holder unknown: %s", error)
         _logger.warning(
             "bus_alt_connection: the cluster's xmin is held: transaction xid "
             "%d has been running for at least %.0f s (%s). Until it ends, the "
@@ -290,29 +273,11 @@ class BusTracker:
             "a forgotten prepared transaction).",
             xid,
             now - self._xmin_since,
-            self._describe_holder(holder, xid),
+            described
+            or (
+                "not visible to this database role; as a superuser: SELECT pid, "
+                f"state, xact_start FROM pg_stat_activity WHERE backend_xid = '{xid}'"
+            ),
             self.name,
             self._max_checkpoints,
         )
-
-    @staticmethod
-    def _describe_holder(holder, xid):
-        described = None
-        if holder is not None:
-            try:
-                described = holder(xid)
-            except Exception as error:  # a diagnosis must not fail the poll
-                _logger.debug("bus_alt_connection: xmin holder unknown: %s", error)
-        return described or (
-            "not visible to this database role; as a superuser: SELECT pid, "
-            f"state, xact_start FROM pg_stat_activity WHERE backend_xid = '{xid}'"
-        )
-
-    def _xmin_moves_again(self):
-        if self._xmin_held:
-            self._xmin_held = False
-            _logger.info(
-                "bus_alt_connection: the cluster's xmin moves again; the "
-                "bus.bus ids not seen in database %s settle again.",
-                self.name,
-            )

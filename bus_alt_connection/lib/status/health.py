@@ -1,7 +1,4 @@
-"""The listener's health, as a monitor and an administrator want it.
-
-Plain Python: built from the listener's state and the watch's last check.
-"""
+"""The listener's health, from its state and the watch's last check."""
 
 import time
 
@@ -23,27 +20,23 @@ PUBLIC_KEYS = ("state", "error")
 
 
 def public_body(healthy, details):
-    """The monitor's answer: the verdict, the state, and why not here."""
     body = {"status": "pass" if healthy else "fail"}
     body.update((key, details[key]) for key in PUBLIC_KEYS if key in details)
     return body
 
 
 def idle_report(listener):
-    """(healthy, details) before the first websocket starts the dispatcher.
-
-    Nobody waits for a notification yet, so idle is healthy, unless the
-    configuration already says the listener cannot start.
-    """
+    """(healthy, details) before the first websocket starts the dispatcher:
+    nobody waits for a notification yet, so healthy unless the configuration
+    already says the listener cannot start."""
     configured = listener.mode.configured == "poll" or listener.route() is not None
-    details = {
+    return configured, {
         "state": "idle",
         "detail": "the dispatcher starts with the first websocket",
         "mode": listener.mode.active,
         "configured_mode": listener.mode.configured,
         "last_error": listener.state.last_error,
     }
-    return configured, details
 
 
 def health_report(listener, last_received_at=None, now=None):
@@ -51,18 +44,19 @@ def health_report(listener, last_received_at=None, now=None):
 
     ``last_received_at``: when the listener last received a notification
     (any: the site's traffic, or the watch's own), on the monotonic clock.
-
-    Healthy, in listen mode: connected, its last self-check or heartbeat
-    (if any since the connect) heard what Odoo sent, and the watch still
-    checks when due; in poll
-    mode: the last poll of every loaded database succeeded recently.
+    Healthy, in listen mode: connected, its last self-check or heartbeat (if
+    any since the connect) heard what Odoo sent, and the watch still checks
+    when due; in poll mode: the last poll of every loaded database succeeded
+    recently.
     """
     now = time.monotonic() if now is None else now
-    state = listener.state
-    mode = listener.mode
-    watch = listener.watch
+    state, mode, watch = listener.state, listener.mode, listener.watch
     last = watch.record if watch is not None else None
     stalled = watch.stalled(now) if watch is not None else None
+
+    def age(moment):  # seconds since it, to 0.1 s; None for never
+        return None if moment is None else round(now - moment, 1)
+
     if mode.active == "poll":
         healthy = state.connected and _recent(
             state.last_poll_at, now, listener.settings.poll_interval
@@ -70,34 +64,31 @@ def health_report(listener, last_received_at=None, now=None):
     else:
         passed = last is None or last.last_check_passed is not False
         healthy = state.connected and passed and not stalled
-    route = listener.configured_route()
-    details = {
+    route = listener.configured_route()  # before last_error: it may set it
+    return healthy, {
         "state": _state(state.connected, mode.active),
         "mode": mode.active,
         "mode_reason": mode.reason,
         "configured_mode": mode.configured,
-        "last_poll_age_s": _age_or_none(state.last_poll_at, now),
+        "last_poll_age_s": age(state.last_poll_at),
         "connected": state.connected,
-        "connected_for_s": _age_or_none(state.connected_since, now)
-        if state.connected
-        else None,
-        "down_for_s": _age_or_none(state.down_since, now),
+        "connected_for_s": age(state.connected_since) if state.connected else None,
+        "down_for_s": age(state.down_since),
         "connects": state.connects,
         "reconnects": state.reconnects,
         "failed_attempts": state.failed_attempts,
         "last_error": state.last_error,
-        "last_notification_age_s": _age_or_none(last_received_at, now),
+        "last_notification_age_s": age(last_received_at),
         "last_check": None
         if last is None or last.last_kind is None
         else {
             "kind": last.last_kind,
             "ok": last.last_check_passed,
-            "age_s": _age_or_none(last.last_at, now),
+            "age_s": age(last.last_at),
         },
         "watch_stalled": stalled,
         "route": route.public_dict() if route is not None else None,
     }
-    return healthy, details
 
 
 def _state(connected, active_mode):
@@ -109,8 +100,3 @@ def _state(connected, active_mode):
 def _recent(moment, now, poll_interval):
     stale_after = max(POLL_STALE_MIN, POLL_STALE_INTERVALS * poll_interval)
     return moment is not None and now - moment <= stale_after
-
-
-def _age_or_none(moment, now):
-    """Seconds since ``moment``, to 0.1 s; None for never."""
-    return None if moment is None else round(now - moment, 1)

@@ -1,9 +1,8 @@
 """The listener's state in Prometheus' text format, and who may read it.
 
-Plain Python. Everything is per process: in prefork mode the gevent worker
-runs the bus dispatcher, and each cron worker its own trigger listener. The
-values only read state that the listener keeps anyway; rendering them opens
-no connection and starts nothing.
+Everything is per process: in prefork mode the gevent worker runs the bus
+dispatcher, and each cron worker its own trigger listener. Rendering only
+reads state the listener keeps anyway: it opens no connection, starts nothing.
 """
 
 import ipaddress
@@ -20,21 +19,18 @@ PREFIX = "bus_alt_connection_"
 def parse_allow(text):
     """The networks of ``bus_alt_connection_metrics_allow`` (a, b/24, …)."""
     networks = []
-    for part in str(text or "").split(","):
-        part = part.strip()
-        if not part or part in ("False", "false"):
+    for part in map(str.strip, str(text or "").split(",")):
+        if part in ("", "False", "false"):
             continue
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise OptionError(
-                ALLOW_OPTION,
-                text,
-                "config",
-                f"has {part!r}, which is not an address or a network",
+            why = f"has {part!r}, which is not an address or a network"
+            fix = (
                 f"set {ALLOW_OPTION} to addresses or networks, e.g. "
-                "127.0.0.1,10.0.0.0/8",
-            ) from None
+                "127.0.0.1,10.0.0.0/8"
+            )
+            raise OptionError(ALLOW_OPTION, text, "config", why, fix) from None
     return networks
 
 
@@ -45,10 +41,8 @@ def address_allowed(address, networks):
         ip = ipaddress.ip_address(address or "")
     except ValueError:
         return False
-    candidates = [ip]
-    if getattr(ip, "ipv4_mapped", None) is not None:
-        candidates.append(ip.ipv4_mapped)
-    return any(one in network for one in candidates for network in networks)
+    candidates = (ip, getattr(ip, "ipv4_mapped", None))
+    return any(one in net for one in candidates if one is not None for net in networks)
 
 
 #: WSGI keys of the headers a proxy adds: a request with any of them came
@@ -58,23 +52,6 @@ FORWARDING_HEADERS = ("HTTP_FORWARDED", "HTTP_X_REAL_IP")
 #: with ``proxy_mode`` on, and only to requests with X-Forwarded-Host (16.0
 #: to 19.0); it puts the last X-Forwarded-For address in REMOTE_ADDR.
 PROXY_FIX_ORIGINAL = "werkzeug.proxy_fix.orig"
-
-
-def came_through_a_proxy(environ):
-    return any(
-        key in FORWARDING_HEADERS or key.startswith("HTTP_X_FORWARDED_")
-        for key in environ
-    )
-
-
-def odoo_resolved_client(environ):
-    """Odoo's ProxyFix replaced REMOTE_ADDR with the client X-Forwarded-For
-    names. A client at the proxy's own address cannot be told from the
-    proxy: not resolved."""
-    original = environ.get(PROXY_FIX_ORIGINAL)
-    if not isinstance(original, dict) or "HTTP_X_FORWARDED_FOR" not in environ:
-        return False
-    return environ.get("REMOTE_ADDR") not in (None, original.get("REMOTE_ADDR"))
 
 
 def address_to_judge(environ):
@@ -88,9 +65,16 @@ def address_to_judge(environ):
     :param environ: the request's WSGI environ, after Odoo's ProxyFix
     """
     address = environ.get("REMOTE_ADDR")
-    if not came_through_a_proxy(environ) or odoo_resolved_client(environ):
+    if not any(
+        key in FORWARDING_HEADERS or key.startswith("HTTP_X_FORWARDED_")
+        for key in environ
+    ):
         return address
-    return None
+    original = environ.get(PROXY_FIX_ORIGINAL)
+    if not isinstance(original, dict) or "HTTP_X_FORWARDED_FOR" not in environ:
+        return None
+    # a client at the proxy's own address cannot be told from the proxy
+    return None if address == original.get("REMOTE_ADDR") else address
 
 
 def _labels(labels):
@@ -107,9 +91,7 @@ def _number(value):
         return "NaN"
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float):
-        return "+Inf" if math.isinf(value) else repr(value)
-    return str(value)
+    return "+Inf" if value == math.inf else repr(value)  # an int or a float
 
 
 def _seconds_since_or_inf(moment, now):
@@ -118,56 +100,39 @@ def _seconds_since_or_inf(moment, now):
     return math.inf if moment is None else round(now - moment, 3)
 
 
-#: each family, in the order written: its type and help
+#: each family's help, in the order written; a ``_total`` is a counter, the
+#: others are gauges
 FAMILIES = {
     "dispatcher_process": (
-        "gauge",
         "1 when this process runs the bus dispatcher (a threaded server or "
-        "prefork's gevent worker)",
+        "prefork's gevent worker)"
     ),
-    "dispatcher_started": (
-        "gauge",
-        "1 once the first websocket has started core's dispatcher",
-    ),
-    "listener_info": ("gauge", "the listener's modes and route (never its password)"),
-    "listener_up": ("gauge", "1 while the listener (or poller) is connected"),
-    "listener_connects_total": ("counter", "successful connects"),
-    "listener_reconnects_total": ("counter", "connects after the first"),
-    "listener_failed_attempts_total": (
-        "counter",
-        "failed connect attempts and lost connections",
-    ),
-    "poll_queries_total": ("counter", "poll mode: bus.bus queries"),
+    "dispatcher_started": "1 once the first websocket has started core's dispatcher",
+    "listener_info": "the listener's modes and route (never its password)",
+    "listener_up": "1 while the listener (or poller) is connected",
+    "listener_connects_total": "successful connects",
+    "listener_reconnects_total": "connects after the first",
+    "listener_failed_attempts_total": "failed connect attempts and lost connections",
+    "poll_queries_total": "poll mode: bus.bus queries",
     "channel_lookups_total": (
-        "counter",
-        "channels core's loop looked up for the notifications it received",
+        "channels core's loop looked up for the notifications it received"
     ),
     "last_notification_age_seconds": (
-        "gauge",
-        "seconds since core's loop last received a notification (+Inf: never)",
+        "seconds since core's loop last received a notification (+Inf: never)"
     ),
-    "checks_total": ("counter", "self-checks and heartbeats, by result"),
+    "checks_total": "self-checks and heartbeats, by result",
     "check_last_pass_age_seconds": (
-        "gauge",
-        "seconds since a self-check or heartbeat last passed (+Inf: never)",
+        "seconds since a self-check or heartbeat last passed (+Inf: never)"
     ),
     "check_round_trip_seconds": (
-        "gauge",
-        "the last passing check's time from NOTIFY to core's dispatch",
+        "the last passing check's time from NOTIFY to core's dispatch"
     ),
-    "cron_listener_up": (
-        "gauge",
-        "1 while a cron runner's trigger listener is connected",
-    ),
-    "cron_listener_connects_total": (
-        "counter",
-        "connects of a cron runner's trigger listener",
-    ),
-    "cron_triggers_total": ("counter", "cron triggers received"),
+    "cron_listener_up": "1 while a cron runner's trigger listener is connected",
+    "cron_listener_connects_total": "connects of a cron runner's trigger listener",
+    "cron_triggers_total": "cron triggers received",
     "cron_self_check_passed": (
-        "gauge",
         "1 when the last self-check or heartbeat heard Odoo's NOTIFY, 0 when "
-        "not (NaN: none yet)",
+        "not (NaN: none yet)"
     ),
 }
 
@@ -178,7 +143,6 @@ def render(dispatcher, cron_listeners=(), now=None):
     :param dispatcher: None in a process that runs no dispatcher (a prefork
         HTTP or cron worker), else a dict with ``listener``, ``started``
         (core's dispatcher thread runs) and ``channel_map`` (core's map)
-    :param cron_listeners: this process's cron trigger listeners
     """
     now = time.monotonic() if now is None else now
     samples = {"dispatcher_process": [({}, dispatcher is not None)]}
@@ -186,8 +150,9 @@ def render(dispatcher, cron_listeners=(), now=None):
         samples.update(_bus(dispatcher, now))
     samples.update(_cron(list(cron_listeners)))
     lines = []
-    for name, (kind, help_text) in FAMILIES.items():
+    for name, help_text in FAMILIES.items():
         if samples.get(name):  # a family without samples is left out
+            kind = "counter" if name.endswith("_total") else "gauge"
             lines += [f"# HELP {PREFIX}{name} {help_text}"]
             lines += [f"# TYPE {PREFIX}{name} {kind}"]
         for labels, value in samples.get(name, ()):
@@ -205,8 +170,9 @@ def _bus(dispatcher, now):
         "mode": mode.active,
         "route": route.describe() if route is not None else "",
     }
+    labelled = {"listener_info": [(info, 1)]}
     received_at = getattr(channel_map, "last_received_at", None)
-    samples = {
+    values = {
         "dispatcher_started": dispatcher["started"],
         "listener_up": state.connected,
         "listener_connects_total": state.connects,
@@ -218,20 +184,17 @@ def _bus(dispatcher, now):
     }
     if watch is not None:
         record = watch.record
-        samples["check_last_pass_age_seconds"] = _seconds_since_or_inf(
+        values["check_last_pass_age_seconds"] = _seconds_since_or_inf(
             record.last_pass_at, now
         )
         if record.last_round_trip is not None:
-            samples["check_round_trip_seconds"] = record.last_round_trip
-    samples = {name: [({}, value)] for name, value in samples.items()}
-    samples["listener_info"] = [(info, 1)]
-    if watch is not None:
-        samples["checks_total"] = [
+            values["check_round_trip_seconds"] = record.last_round_trip
+        labelled["checks_total"] = [
             ({"kind": kind, "result": result}, record.counts.get((kind, result), 0))
             for kind in ("self-check", "heartbeat")
             for result in ("pass", "fail")
         ]
-    return samples
+    return {name: [({}, value)] for name, value in values.items()} | labelled
 
 
 def _cron(listeners):
