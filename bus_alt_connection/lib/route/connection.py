@@ -47,11 +47,9 @@ class StandbyRoute(Exception):
 
 
 def refuse_standby(connection):
-    """Raise StandbyRoute if ``connection`` (psycopg2) is on a standby.
-
-    Checked before core's LISTEN, which would fail there with an ERROR of
-    core's own ("bad query") at every retry.
-    """
+    """Raise StandbyRoute if ``connection`` (psycopg2) is on a standby:
+    checked before core's LISTEN, which would fail there with an ERROR of
+    core's own ("bad query") at every retry."""
     with connection.cursor() as cr:
         cr.execute("SELECT pg_is_in_recovery()")
         if cr.fetchone()[0]:
@@ -59,11 +57,9 @@ def refuse_standby(connection):
 
 
 def interrupt_connection(connection):
-    """Make a connection that another thread waits on fail at once.
-
-    Shutting the socket down wakes the thread blocked in select() with an
-    end of file; its next ``poll()`` raises, as if the server had gone.
-    """
+    """Make a connection that another thread waits on fail at once: shutting
+    the socket down wakes the thread blocked in select() with an end of file;
+    its next ``poll()`` raises, as if the server had gone."""
     try:
         sock = socket.socket(fileno=os.dup(connection.fileno()))
     except Exception:  # psycopg2.InterfaceError, OSError, ValueError
@@ -169,12 +165,8 @@ def first_line(exc):
 
 
 def diagnose_connection_error(exc, route):
-    """Return (options at fault, one-line explanation) for a listener error.
-
-    The explanation names the route and the values at fault with their
-    source, never the password.
-    """
-    reason = first_line(exc)
+    """(options at fault, one-line explanation) of a listener error; it names
+    the route and the values at fault with their source, never the password."""
     lowered = str(exc).lower()
     for pattern, options, advice in _DIAGNOSES:  # noqa: B007
         if re.search(pattern, lowered):
@@ -183,18 +175,15 @@ def diagnose_connection_error(exc, route):
         options, advice = (), "see the PostgreSQL server log for details"
     prefix = route.option_prefix
     culprits = ", ".join(
-        f"{prefix}{name}={_shown(route, name)!r} ({route.source(name)})"
+        f"{prefix}{name}={_shown(route.values[name])!r} ({route.source(name)})"
         for name in options
     )
-    message = f"{reason} [route {route.describe()}]"
+    message = f"{first_line(exc)} [route {route.describe()}]"
     if culprits:
         message += f"; values at fault: {culprits}"
     advice = advice.replace("ODOO_IMDISPATCHER_DB_", "ODOO_" + prefix.upper())
     return options, f"{message}; {advice.replace('imdispatcher_db_', prefix)}"
 
 
-def _shown(route, name):
-    route_value = route.values[name]
-    if route_value.secret:
-        return shown(route_value.value, secret=True) or "(unset)"
-    return route_value.value
+def _shown(value):
+    return (shown(value.value, True) or "(unset)") if value.secret else value.value
