@@ -1,11 +1,9 @@
 """What else can make the listener hear nothing, or cut it: for the check.
 
-The check's round trip (``steps.py``) proves that a NOTIFY reaches the route
-now; these findings are about what breaks it later or elsewhere: a session
-timeout that cuts an idle listener, a pooler that closes idle clients, a
-replica route (LISTEN is refused on a standby), and the connections
-PostgreSQL must have room for. Each says what to do, and how bad it is as an
-exit code of the check.
+The round trip (``steps.py``) proves that a NOTIFY reaches the route now;
+these findings are what breaks it later or elsewhere: a session timeout that
+cuts an idle listener, a pooler that closes idle clients, a replica route (a
+standby refuses LISTEN), too few free connections.
 """
 
 import contextlib
@@ -57,27 +55,23 @@ def session_timeouts(connection, route):
     )
     findings = []
     if idle := _seconds(values.get("idle_session_timeout")):
-        findings.append(
-            Finding(
-                "idle_session_timeout",
-                MISCONFIGURED,
-                f"idle_session_timeout is {idle:g} s for this role and database "
-                f"on {route.describe()}: PostgreSQL closes the listener after "
-                "that long without a query of its own, however many "
-                "notifications it receives",
-                f"ALTER ROLE {route.user or '<role>'} SET idle_session_timeout = 0 "
-                "(or ALTER DATABASE … SET, wherever it is set)",
-            )
+        detail = (
+            f"idle_session_timeout is {idle:g} s for this role and database "
+            f"on {route.describe()}: PostgreSQL closes the listener after "
+            "that long without a query of its own, however many "
+            "notifications it receives"
         )
+        advice = (
+            f"ALTER ROLE {route.user or '<role>'} SET idle_session_timeout = 0 "
+            "(or ALTER DATABASE … SET, wherever it is set)"
+        )
+        findings.append(Finding("idle_session_timeout", MISCONFIGURED, detail, advice))
     if in_transaction := _seconds(values.get("idle_in_transaction_session_timeout")):
-        findings.append(
-            Finding(
-                "idle_in_transaction_session_timeout",
-                OK,
-                f"idle_in_transaction_session_timeout is {in_transaction:g} s: "
-                "harmless, the listener holds no transaction open",
-            )
+        detail = (
+            f"idle_in_transaction_session_timeout is {in_transaction:g} s: "
+            "harmless, the listener holds no transaction open"
         )
+        findings.append(Finding("idle_in_transaction_session_timeout", OK, detail))
     return findings
 
 
@@ -96,12 +90,11 @@ def server_keepalives(connection):
         for name, value in KEEPALIVE_PARAMS.items()
         if name != "keepalives"
     )
-    return Finding(
-        "tcp_keepalives",
-        OK,
+    detail = (
         f"TCP keepalives: the listener asks for its own ({ours}); PostgreSQL's "
-        f"side: {server} (0: the system's default)",
+        f"side: {server} (0: the system's default)"
     )
+    return Finding("tcp_keepalives", OK, detail)
 
 
 def pgbouncer_timeouts(route):
@@ -113,15 +106,12 @@ def pgbouncer_timeouts(route):
     except psycopg2.Error as error:
         if "does not exist" in str(error):
             return []  # PostgreSQL itself: no pgbouncer database
-        return [
-            Finding(
-                "pgbouncer",
-                OK,
-                "if the route goes through PgBouncer, its settings could not be "
-                f"read with the route's role ({first_line(error)}); make sure "
-                "client_idle_timeout is 0 there",
-            )
-        ]
+        detail = (
+            "if the route goes through PgBouncer, its settings could not be "
+            f"read with the route's role ({first_line(error)}); make sure "
+            "client_idle_timeout is 0 there"
+        )
+        return [Finding("pgbouncer", OK, detail)]
     with contextlib.closing(connection), connection.cursor() as cr:
         cr.execute("SHOW CONFIG")
         config = {row[0]: row[1] for row in cr.fetchall()}
@@ -138,16 +128,13 @@ def pgbouncer_timeouts(route):
                 "every pool), or point the route at PostgreSQL itself",
             )
         ]
-    return [
-        Finding(
-            "pgbouncer",
-            OK,
-            "the route goes through PgBouncer: client_idle_timeout is 0; "
-            "server_idle_timeout, server_lifetime, query_timeout and "
-            "idle_transaction_timeout do not touch a session-mode client "
-            "that holds its server connection without a transaction",
-        )
-    ]
+    detail = (
+        "the route goes through PgBouncer: client_idle_timeout is 0; "
+        "server_idle_timeout, server_lifetime, query_timeout and "
+        "idle_transaction_timeout do not touch a session-mode client "
+        "that holds its server connection without a transaction"
+    )
+    return [Finding("pgbouncer", OK, detail)]
 
 
 def _endpoints(hosts, ports):
@@ -159,27 +146,26 @@ def _endpoints(hosts, ports):
 
 
 def replica_route(config, route):
-    """``db_replica_host`` (Odoo 18.0+) where the route points."""
+    """The Finding if ``db_replica_host`` (Odoo 18.0+) is where the route
+    points, else None."""
     replica_host = config.get("db_replica_host")
     if replica_host in UNSET_VALUES:
-        return []
+        return None
     replica_port = config.get("db_replica_port")
     if replica_port in UNSET_VALUES:
         replica_port = config.get("db_port")
     shared = _endpoints(replica_host, replica_port) & _endpoints(route.host, route.port)
     if not shared:
-        return []
+        return None
     host, port = sorted(shared)[0]
-    return [
-        Finding(
-            "db_replica_host",
-            MISCONFIGURED,
-            f"the listener route {host}:{port} is db_replica_host's: Odoo reads "
-            "from a standby there, and a standby refuses LISTEN",
-            "point imdispatcher_db_host/imdispatcher_db_port at the primary "
-            "(with a host list, add target_session_attrs = read-write)",
-        )
-    ]
+    return Finding(
+        "db_replica_host",
+        MISCONFIGURED,
+        f"the listener route {host}:{port} is db_replica_host's: Odoo reads "
+        "from a standby there, and a standby refuses LISTEN",
+        "point imdispatcher_db_host/imdispatcher_db_port at the primary "
+        "(with a host list, add target_session_attrs = read-write)",
+    )
 
 
 def connection_room(connection, config, cron_redirected):
@@ -193,9 +179,9 @@ def connection_room(connection, config, cron_redirected):
         )
         maximum, reserved, used = cr.fetchone()
     free = maximum - reserved - used
-    cron = config.get("max_cron_threads")
-    cron = DEFAULT_CRON_RUNNERS if cron in UNSET_VALUES else int(cron)
-    cron = cron if cron_redirected else 0
+    threads = config.get("max_cron_threads")
+    runners = DEFAULT_CRON_RUNNERS if threads in UNSET_VALUES else int(threads)
+    cron = runners if cron_redirected else 0
     per_instance = BUS_LISTENERS_PER_INSTANCE + cron
     detail = (
         f"this configuration holds {per_instance} direct connection(s) per Odoo "

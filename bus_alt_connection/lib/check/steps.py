@@ -31,11 +31,7 @@ from ..route.config import (
     resolve_cron_route,
     resolve_route,
 )
-from ..route.connection import (
-    diagnose_connection_error,
-    first_line,
-    listener_params,
-)
+from ..route.connection import diagnose_connection_error, first_line, listener_params
 from .hazards import Finding, find_hazards, replica_route
 from .report import ADDON, MISCONFIGURED, OK, UNREACHABLE, Report
 
@@ -70,9 +66,7 @@ def check_route(route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
     return {
         "route": route.describe(),
         "received": result["received"] == result["sent"],
-        "ms": result["ms"],
-        "server_version": result["server_version"],
-        "standby": result["standby"],
+        **{key: result[key] for key in ("ms", "server_version", "standby")},
     }
 
 
@@ -121,7 +115,6 @@ def check_cron(report, config, environ=None):
 
 
 def check_bus(config, environ=None):
-    """The bus listener (or poller) part of the check."""
     report = Report()
     modules = server_wide_modules(config)
     report.server_wide = {"modules": modules, "loaded": ADDON in modules}
@@ -154,7 +147,7 @@ def check_listening(report, config, environ=None):
     except OptionError as error:
         return report.conclude(MISCONFIGURED, str(error), "fix that value")
     report.route = route.public_dict()
-    for finding in replica_route(config, route):
+    if finding := replica_route(config, route):
         report.findings = [dataclasses.asdict(finding)]
         return report.conclude(finding.exit_code, finding.detail, finding.advice)
     notify_params = odoo_db_params(config)
@@ -250,11 +243,9 @@ def check_polling(report, config, interval, why):
             f"imdispatcher_mode polls only when {ADDON} is loaded",
             f"add {ADDON} to server_wide_modules",
         )
-    checked = (
-        f"databases {', '.join(databases)} answer the poll"
-        if databases
-        else "db_host answers (db_name is not set, so no database was polled)"
-    )
+    checked = "db_host answers (db_name is not set, so no database was polled)"
+    if databases:
+        checked = f"databases {', '.join(databases)} answer the poll"
     return report.conclude(
         OK,
         f"the bus will work by polling bus.bus every {interval} ms through "
