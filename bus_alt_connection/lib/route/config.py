@@ -33,7 +33,6 @@ class OptionError(ValueError):
     def __init__(self, option, value, source, problem, hint, secret=False):
         self.option = option
         self.value = shown(value, secret)
-        self.source = source
         super().__init__(f"{option} = {self.value!r} ({source}) {problem}; {hint}")
 
 
@@ -389,11 +388,8 @@ class ListenerRoute:
     def public_dict(self):
         """Values and sources for reports; the password only as set/unset."""
         return {
-            name: {
-                "value": shown(route_value.value, route_value.secret),
-                "source": route_value.source,
-            }
-            for name, route_value in self.values.items()
+            name: {"value": shown(value.value, value.secret), "source": value.source}
+            for name, value in self.values.items()
         }
 
 
@@ -421,8 +417,7 @@ def describe_endpoint(params):
 
 
 def resolve_route(config, environ=None):
-    """The bus listener's route; OptionError on the first value that cannot
-    work."""
+    """The bus listener's route; OptionError for the first value that cannot work."""
     values = {option.name: option.lookup(config, environ) for option in ROUTE_OPTIONS}
     return _checked(ListenerRoute(values=values))
 

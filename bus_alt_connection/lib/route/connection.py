@@ -19,17 +19,13 @@ KEEPALIVE_PARAMS = {
 }
 
 
-def listener_application_name():
-    """How the listener shows in ``pg_stat_activity``."""
-    return f"odoo-bus-listener-{os.getpid()}"
-
-
 def listener_params(route, application_name=None):
-    """libpq keywords for the listener: the route plus timeouts and keepalives."""
+    """libpq keywords for the listener: the route plus timeouts, keepalives
+    and how it shows in ``pg_stat_activity``."""
     params = route.libpq_params()
     for key, value in {
         "connect_timeout": CONNECT_TIMEOUT,
-        "application_name": application_name or listener_application_name(),
+        "application_name": application_name or f"odoo-bus-listener-{os.getpid()}",
         **KEEPALIVE_PARAMS,
     }.items():
         params.setdefault(key, value)
