@@ -10,13 +10,9 @@ import sys
 from odoo.cli import Command
 from odoo.tools import config
 
-# absolute on purpose: 19.0 imports this file as odoo.cli.bus_check
-from odoo.addons.bus_alt_connection.lib.check.report import (  # pylint: disable=odoo-addons-relative-import
-    emit,
-)
-from odoo.addons.bus_alt_connection.lib.check.steps import (  # pylint: disable=odoo-addons-relative-import
-    check_setup,
-)
+# pylint: disable=odoo-addons-relative-import
+from odoo.addons.bus_alt_connection.lib.check.report import emit
+from odoo.addons.bus_alt_connection.lib.check.steps import check_setup
 
 
 class BusCheck(Command):

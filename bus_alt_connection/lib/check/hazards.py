@@ -1,17 +1,17 @@
 """What else can make the listener hear nothing, or cut it: for the check.
 
-Plain Python (psycopg2). The round trip of the check (``steps.py``) proves that a
-NOTIFY reaches the route now; these findings are about what breaks it
-later or elsewhere: a session timeout that cuts an idle listener, a pooler
-that closes idle clients, a replica route (LISTEN is refused on a standby),
-and the connections PostgreSQL must have room for. Each finding says what
-to do, and how bad it is as an exit code of the check.
+The round trip (``steps.py``) proves that a NOTIFY reaches the route now;
+these findings are what breaks it later or elsewhere: a session timeout that
+cuts an idle listener, a pooler that closes idle clients, a replica route (a
+standby refuses LISTEN), too few free connections.
 """
 
+import contextlib
 import dataclasses
 
 import psycopg2
 
+from ..listener.round_trip import connect_autocommit
 from ..route.config import UNSET_VALUES
 from ..route.connection import KEEPALIVE_PARAMS, first_line, listener_params
 from .report import MISCONFIGURED, OK
@@ -54,31 +54,24 @@ def session_timeouts(connection, route):
         connection, ["idle_session_timeout", "idle_in_transaction_session_timeout"]
     )
     findings = []
-    idle = _seconds(values.get("idle_session_timeout"))
-    role = route.user or "<role>"
-    if idle:
-        findings.append(
-            Finding(
-                "idle_session_timeout",
-                MISCONFIGURED,
-                f"idle_session_timeout is {idle:g} s for this role and database "
-                f"on {route.describe()}: PostgreSQL closes the listener after "
-                "that long without a query of its own, however many "
-                "notifications it receives",
-                f"ALTER ROLE {role} SET idle_session_timeout = 0 (or ALTER "
-                "DATABASE … SET, wherever it is set)",
-            )
+    if idle := _seconds(values.get("idle_session_timeout")):
+        detail = (
+            f"idle_session_timeout is {idle:g} s for this role and database "
+            f"on {route.describe()}: PostgreSQL closes the listener after "
+            "that long without a query of its own, however many "
+            "notifications it receives"
         )
-    in_transaction = _seconds(values.get("idle_in_transaction_session_timeout"))
-    if in_transaction:
-        findings.append(
-            Finding(
-                "idle_in_transaction_session_timeout",
-                OK,
-                f"idle_in_transaction_session_timeout is {in_transaction:g} s: "
-                "harmless, the listener holds no transaction open",
-            )
+        advice = (
+            f"ALTER ROLE {route.user or '<role>'} SET idle_session_timeout = 0 "
+            "(or ALTER DATABASE … SET, wherever it is set)"
         )
+        findings.append(Finding("idle_session_timeout", MISCONFIGURED, detail, advice))
+    if in_transaction := _seconds(values.get("idle_in_transaction_session_timeout")):
+        detail = (
+            f"idle_in_transaction_session_timeout is {in_transaction:g} s: "
+            "harmless, the listener holds no transaction open"
+        )
+        findings.append(Finding("idle_in_transaction_session_timeout", OK, detail))
     return findings
 
 
@@ -97,46 +90,34 @@ def server_keepalives(connection):
         for name, value in KEEPALIVE_PARAMS.items()
         if name != "keepalives"
     )
-    return Finding(
-        "tcp_keepalives",
-        OK,
+    detail = (
         f"TCP keepalives: the listener asks for its own ({ours}); PostgreSQL's "
-        f"side: {server} (0: the system's default)",
+        f"side: {server} (0: the system's default)"
     )
+    return Finding("tcp_keepalives", OK, detail)
 
 
 def pgbouncer_timeouts(route):
-    """A route through PgBouncer: its timeouts that close an idle client.
-
-    Read from PgBouncer's admin console with the route's own credentials;
-    a route that is PostgreSQL itself, or a role without access, says so.
-    """
+    """A route through PgBouncer: its timeouts that close an idle client,
+    read from its admin console with the route's own credentials."""
     params = {**listener_params(route), "database": "pgbouncer"}
     try:
-        connection = psycopg2.connect(**params)
+        connection = connect_autocommit(params)
     except psycopg2.Error as error:
         if "does not exist" in str(error):
             return []  # PostgreSQL itself: no pgbouncer database
-        return [
-            Finding(
-                "pgbouncer",
-                OK,
-                "if the route goes through PgBouncer, its settings could not be "
-                f"read with the route's role ({first_line(error)}); make sure "
-                "client_idle_timeout is 0 there",
-            )
-        ]
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cr:
-            cr.execute("SHOW CONFIG")
-            config = {row[0]: row[1] for row in cr.fetchall()}
-    finally:
-        connection.close()
-    findings = []
+        detail = (
+            "if the route goes through PgBouncer, its settings could not be "
+            f"read with the route's role ({first_line(error)}); make sure "
+            "client_idle_timeout is 0 there"
+        )
+        return [Finding("pgbouncer", OK, detail)]
+    with contextlib.closing(connection), connection.cursor() as cr:
+        cr.execute("SHOW CONFIG")
+        config = {row[0]: row[1] for row in cr.fetchall()}
     client_idle = float(config.get("client_idle_timeout") or 0)
     if client_idle:
-        findings.append(
+        return [
             Finding(
                 "client_idle_timeout",
                 MISCONFIGURED,
@@ -146,19 +127,14 @@ def pgbouncer_timeouts(route):
                 "set client_idle_timeout = 0 in pgbouncer.ini (it applies to "
                 "every pool), or point the route at PostgreSQL itself",
             )
-        )
-    else:
-        findings.append(
-            Finding(
-                "pgbouncer",
-                OK,
-                "the route goes through PgBouncer: client_idle_timeout is 0; "
-                "server_idle_timeout, server_lifetime, query_timeout and "
-                "idle_transaction_timeout do not touch a session-mode client "
-                "that holds its server connection without a transaction",
-            )
-        )
-    return findings
+        ]
+    detail = (
+        "the route goes through PgBouncer: client_idle_timeout is 0; "
+        "server_idle_timeout, server_lifetime, query_timeout and "
+        "idle_transaction_timeout do not touch a session-mode client "
+        "that holds its server connection without a transaction"
+    )
+    return [Finding("pgbouncer", OK, detail)]
 
 
 def _endpoints(hosts, ports):
@@ -170,34 +146,26 @@ def _endpoints(hosts, ports):
 
 
 def replica_route(config, route):
-    """``db_replica_host`` (Odoo 18.0+) where the route points."""
+    """The Finding if ``db_replica_host`` (Odoo 18.0+) is where the route
+    points, else None."""
     replica_host = config.get("db_replica_host")
     if replica_host in UNSET_VALUES:
-        return []
+        return None
     replica_port = config.get("db_replica_port")
     if replica_port in UNSET_VALUES:
         replica_port = config.get("db_port")
     shared = _endpoints(replica_host, replica_port) & _endpoints(route.host, route.port)
     if not shared:
-        return []
+        return None
     host, port = sorted(shared)[0]
-    return [
-        Finding(
-            "db_replica_host",
-            MISCONFIGURED,
-            f"the listener route {host}:{port} is db_replica_host's: Odoo reads "
-            "from a standby there, and a standby refuses LISTEN",
-            "point imdispatcher_db_host/imdispatcher_db_port at the primary "
-            "(with a host list, add target_session_attrs = read-write)",
-        )
-    ]
-
-
-def direct_connections(config, cron_redirected):
-    """How many connections one Odoo instance holds on the route."""
-    cron = config.get("max_cron_threads")
-    cron_runners = DEFAULT_CRON_RUNNERS if cron in UNSET_VALUES else int(cron)
-    return BUS_LISTENERS_PER_INSTANCE + (cron_runners if cron_redirected else 0)
+    return Finding(
+        "db_replica_host",
+        MISCONFIGURED,
+        f"the listener route {host}:{port} is db_replica_host's: Odoo reads "
+        "from a standby there, and a standby refuses LISTEN",
+        "point imdispatcher_db_host/imdispatcher_db_port at the primary "
+        "(with a host list, add target_session_attrs = read-write)",
+    )
 
 
 def connection_room(connection, config, cron_redirected):
@@ -211,8 +179,10 @@ def connection_room(connection, config, cron_redirected):
         )
         maximum, reserved, used = cr.fetchone()
     free = maximum - reserved - used
-    per_instance = direct_connections(config, cron_redirected)
-    cron = per_instance - BUS_LISTENERS_PER_INSTANCE
+    threads = config.get("max_cron_threads")
+    runners = DEFAULT_CRON_RUNNERS if threads in UNSET_VALUES else int(threads)
+    cron = runners if cron_redirected else 0
+    per_instance = BUS_LISTENERS_PER_INSTANCE + cron
     detail = (
         f"this configuration holds {per_instance} direct connection(s) per Odoo "
         f"instance on the route ({BUS_LISTENERS_PER_INSTANCE} bus listener"
@@ -231,19 +201,13 @@ def connection_room(connection, config, cron_redirected):
     return Finding("max_connections", OK, detail)
 
 
-def find_hazards(config, route, cron_redirected, connect=psycopg2.connect):
+def find_hazards(config, route, cron_redirected):
     """The findings read on the route's server; psycopg2 errors propagate.
-
-    ``replica_route`` needs no connection: the check runs it first.
-    """
-    findings = []
-    connection = connect(**listener_params(route))
-    try:
-        connection.autocommit = True
-        findings += session_timeouts(connection, route)
-        findings.append(server_keepalives(connection))
-        findings.append(connection_room(connection, config, cron_redirected))
-    finally:
-        connection.close()
-    findings += pgbouncer_timeouts(route)
-    return findings
+    (``replica_route`` needs no connection: the check runs it first.)"""
+    with contextlib.closing(connect_autocommit(listener_params(route))) as connection:
+        findings = [
+            *session_timeouts(connection, route),
+            server_keepalives(connection),
+            connection_room(connection, config, cron_redirected),
+        ]
+    return findings + pgbouncer_timeouts(route)

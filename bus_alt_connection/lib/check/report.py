@@ -27,14 +27,14 @@ class Report:
     #: what else can cut the listener or keep it deaf (hazards)
     findings: list = dataclasses.field(default_factory=list)
 
-    def as_dict(self):
-        return dataclasses.asdict(self)
+    def conclude(self, exit_code, verdict, advice=""):
+        self.exit_code, self.verdict, self.advice = exit_code, verdict, advice
+        return self
 
 
 def format_report(report):
     lines = ["bus_alt_connection check", ""]
-    if report.mode:
-        mode = report.mode
+    if mode := report.mode:
         lines.append(
             f"imdispatcher_mode: {mode['configured']} ({mode['source']}); "
             f"active: {mode.get('active') or '-'}"
@@ -52,17 +52,14 @@ def format_report(report):
             else "LISTEN works through it"
         )
         lines.append(f"db_host {report.db_host['route']}: {kind}")
-    if report.round_trip:
-        trip = report.round_trip
+    if trip := report.round_trip:
+        heard = (
+            f"received in {trip['ms']} ms" if trip["received"] else "NOTHING received"
+        )
+        role = "standby" if trip["standby"] else "primary"
         lines.append(
-            "LISTEN on the route, NOTIFY through db_host: "
-            + (
-                f"received in {trip['ms']} ms"
-                if trip["received"]
-                else "NOTHING received"
-            )
-            + f"; PostgreSQL {trip['server_version']}, "
-            + ("standby" if trip["standby"] else "primary")
+            f"LISTEN on the route, NOTIFY through db_host: {heard}; "
+            f"PostgreSQL {trip['server_version']}, {role}"
         )
     if report.poll:
         lines.append(
@@ -74,8 +71,7 @@ def format_report(report):
                 f", last id {result['last_id']}" if result.get("last_id") else ""
             )
             lines.append(f"  {name:<22} {outcome}")
-    if report.cron:
-        cron = report.cron
+    if cron := report.cron:
         line = f"cron triggers: {cron['state']}"
         if cron.get("route"):
             line += f", {cron['route']}"
@@ -109,7 +105,7 @@ def format_report(report):
 def emit(report, as_json, out=None):
     out = out or sys.stdout
     if as_json:
-        out.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        out.write(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
     else:
         out.write(format_report(report) + "\n")
     return report.exit_code

@@ -1,14 +1,9 @@
-"""Will the bus work with this configuration? An operator's check.
-
-Plain Python: runs inside ``odoo-bin bus_check`` (with Odoo's parsed
-config) and without Odoo::
-
-    python -m odoo.addons.bus_alt_connection.lib.check -c /etc/odoo/odoo.conf [--json]
-
-Exit code 0 when the bus will work, 1 for a misconfiguration, 2 when a
-server cannot be reached.
+"""Will the bus work with this configuration? The operator's check, run by
+``odoo-bin bus_check`` with Odoo's parsed config, or without Odoo
+(``command.py``); its exit codes are in ``report.py``.
 """
 
+import contextlib
 import dataclasses
 
 import psycopg2
@@ -36,11 +31,7 @@ from ..route.config import (
     resolve_cron_route,
     resolve_route,
 )
-from ..route.connection import (
-    diagnose_connection_error,
-    first_line,
-    listener_params,
-)
+from ..route.connection import diagnose_connection_error, first_line, listener_params
 from .hazards import Finding, find_hazards, replica_route
 from .report import ADDON, MISCONFIGURED, OK, UNREACHABLE, Report
 
@@ -57,11 +48,8 @@ def server_wide_modules(config):
 
 
 def check_db_host(params):
-    """Is ``db_host`` a transaction-mode pooler? Try LISTEN through it.
-
-    With pg_notify: whatever ODOO_NOTIFY_FUNCTION does, this is about
-    the route.
-    """
+    """Is ``db_host`` a transaction-mode pooler? Try LISTEN through it, with
+    pg_notify: whatever ODOO_NOTIFY_FUNCTION does, this is about the route."""
     send = sender(params, DEFAULT_NOTIFY_FUNCTION)
     result = notify_roundtrip(params, send, timeout=PROBE_TIMEOUT)
     works = result["received"] == result["sent"]
@@ -78,9 +66,7 @@ def check_route(route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
     return {
         "route": route.describe(),
         "received": result["received"] == result["sent"],
-        "ms": result["ms"],
-        "server_version": result["server_version"],
-        "standby": result["standby"],
+        **{key: result[key] for key in ("ms", "server_version", "standby")},
     }
 
 
@@ -101,31 +87,25 @@ def check_cron(report, config, environ=None):
         route = resolve_cron_route(config, environ)
     except OptionError as error:
         report.cron = {"state": "not redirected", "error": str(error)}
-        return _verdict(report, MISCONFIGURED, str(error), "fix that value")
+        return report.conclude(MISCONFIGURED, str(error), "fix that value")
     if not route.configured:
         report.cron = {"state": "no route set: core's connection, on db_host"}
         return report
-    own = route.own
     report.cron = {
-        "state": "own route (cron_db_*)" if own else "follows the bus route",
+        "state": "own route (cron_db_*)" if route.own else "follows the bus route",
         "route": route.describe(),
     }
-    if not own and report.round_trip:
-        report.cron.update(
-            received=report.round_trip["received"], ms=report.round_trip["ms"]
-        )
+    if not route.own and report.round_trip:
+        trip = report.round_trip
+        report.cron.update(received=trip["received"], ms=trip["ms"])
         return report
     try:
         trip = check_route(route, odoo_db_params(config))
     except psycopg2.Error as error:
-        options, reason = diagnose_connection_error(error, route)
-        return _verdict(
-            report, _failure_code(options), "the cron trigger route fails", reason
-        )
+        return _route_fails(report, error, route, "the cron trigger route fails")
     report.cron.update(received=trip["received"], ms=trip["ms"])
     if not trip["received"]:
-        return _verdict(
-            report,
+        return report.conclude(
             MISCONFIGURED,
             f"the cron trigger route {route.describe()} hears nothing Odoo sends",
             "point cron_db_host and cron_db_port at a direct PostgreSQL route, "
@@ -135,18 +115,13 @@ def check_cron(report, config, environ=None):
 
 
 def check_bus(config, environ=None):
-    """The bus listener (or poller) part of the check."""
     report = Report()
     modules = server_wide_modules(config)
     report.server_wide = {"modules": modules, "loaded": ADDON in modules}
     settings = read_settings(config, environ)
     if settings.refused:
-        return _verdict(
-            report,
-            MISCONFIGURED,
-            "; ".join(map(str, settings.refused)),
-            "fix that value",
-        )
+        refused = "; ".join(map(str, settings.refused))
+        return report.conclude(MISCONFIGURED, refused, "fix that value")
     mode, source = settings.mode, settings.values["mode"].source
     report.mode = {"configured": mode, "source": source}
     interval = round(settings.poll_interval * 1000)
@@ -159,13 +134,10 @@ def check_bus(config, environ=None):
             why = "auto: LISTEN on the route hears what Odoo sends"
         report.mode.update(active="listen", why=why)
         return report
-    listen_verdict = f"{report.verdict} ({report.advice})" if report.advice else ""
-    return check_polling(
-        report,
-        config,
-        interval,
-        f"auto: LISTEN cannot work: {listen_verdict or report.verdict}",
-    )
+    why = f"auto: LISTEN cannot work: {report.verdict}"
+    if report.advice:
+        why += f" ({report.advice})"
+    return check_polling(report, config, interval, why)
 
 
 def check_listening(report, config, environ=None):
@@ -173,19 +145,17 @@ def check_listening(report, config, environ=None):
     try:
         route = resolve_route(config, environ)
     except OptionError as error:
-        return _verdict(report, MISCONFIGURED, str(error), "fix that value")
+        return report.conclude(MISCONFIGURED, str(error), "fix that value")
     report.route = route.public_dict()
-    for finding in replica_route(config, route):
+    if finding := replica_route(config, route):
         report.findings = [dataclasses.asdict(finding)]
-        return _verdict(report, finding.exit_code, finding.detail, finding.advice)
+        return report.conclude(finding.exit_code, finding.detail, finding.advice)
     notify_params = odoo_db_params(config)
     try:
         report.db_host = check_db_host(notify_params)
     except psycopg2.Error as error:
-        exit_code = _failure_code(diagnose_connection_error(error, route)[0])
-        return _verdict(
-            report,
-            exit_code,
+        return report.conclude(
+            _failure_code(diagnose_connection_error(error, route)[0]),
             f"db_host {describe_endpoint(notify_params)} fails: {first_line(error)}",
             "check db_host, db_port, db_user, db_password and db_sslmode",
         )
@@ -193,18 +163,14 @@ def check_listening(report, config, environ=None):
     try:
         report.round_trip = check_route(route, notify_params, function)
     except psycopg2.errors.UndefinedFunction as error:
-        return _verdict(
-            report,
+        return report.conclude(
             MISCONFIGURED,
             f"ODOO_NOTIFY_FUNCTION = {function}: {first_line(error)}",
             "unset ODOO_NOTIFY_FUNCTION, or create that function on the "
             "databases Odoo notifies",
         )
     except psycopg2.Error as error:
-        options, reason = diagnose_connection_error(error, route)
-        return _verdict(
-            report, _failure_code(options), "the listener route fails", reason
-        )
+        return _route_fails(report, error, route, "the listener route fails")
     _judge(report, route, notify_params, function)
     return check_hazards(report, config, route, function, environ)
 
@@ -215,25 +181,18 @@ def check_hazards(report, config, route, function, environ=None):
         cron_redirected = route.configured and cron_redirect_enabled(config, environ)
         findings = find_hazards(config, route, cron_redirected)
     except (psycopg2.Error, OptionError, ValueError) as error:
-        findings = [
-            Finding(
-                "hazards", OK, f"the further checks could not run: {first_line(error)}"
-            )
-        ]
+        detail = f"the further checks could not run: {first_line(error)}"
+        findings = [Finding("hazards", OK, detail)]
     if function != DEFAULT_NOTIFY_FUNCTION:
-        findings.insert(
-            0,
-            Finding(
-                "ODOO_NOTIFY_FUNCTION",
-                OK,
-                f"ODOO_NOTIFY_FUNCTION = {function}: Odoo sends its bus and cron "
-                f"NOTIFY through {function}(), and so did this check's round trip",
-            ),
+        detail = (
+            f"ODOO_NOTIFY_FUNCTION = {function}: Odoo sends its bus and cron "
+            f"NOTIFY through {function}(), and so did this check's round trip"
         )
+        findings.insert(0, Finding("ODOO_NOTIFY_FUNCTION", OK, detail))
     report.findings = [dataclasses.asdict(finding) for finding in findings]
     worst = max(findings, key=lambda finding: finding.exit_code)
     if report.exit_code == OK and worst.exit_code != OK:
-        _verdict(report, worst.exit_code, worst.detail, worst.advice)
+        report.conclude(worst.exit_code, worst.detail, worst.advice)
     return report
 
 
@@ -249,15 +208,12 @@ def bus_databases(config):
 
 def poll_database(params):
     """Two polls as the dispatcher does them: where to start, then new rows."""
-    connection = connect_autocommit(params)
-    try:
-        tracker = BusTracker(name=params["dbname"])
+    tracker = BusTracker(name=params["dbname"])
+    with contextlib.closing(connect_autocommit(params)) as connection:
         with connection.cursor() as cr:
             tracker.poll(cr)
             tracker.poll(cr)
-        return {"ok": True, "last_id": tracker.max_seen}
-    finally:
-        connection.close()
+    return {"ok": True, "last_id": tracker.max_seen}
 
 
 def check_polling(report, config, interval, why):
@@ -282,19 +238,15 @@ def check_polling(report, config, interval, why):
             return _poll_failure(report, config, params, name, error)
         report.poll["databases"][name] = result
     if not report.server_wide["loaded"]:
-        return _verdict(
-            report,
+        return report.conclude(
             MISCONFIGURED,
             f"imdispatcher_mode polls only when {ADDON} is loaded",
             f"add {ADDON} to server_wide_modules",
         )
-    checked = (
-        f"databases {', '.join(databases)} answer the poll"
-        if databases
-        else "db_host answers (db_name is not set, so no database was polled)"
-    )
-    return _verdict(
-        report,
+    checked = "db_host answers (db_name is not set, so no database was polled)"
+    if databases:
+        checked = f"databases {', '.join(databases)} answer the poll"
+    return report.conclude(
         OK,
         f"the bus will work by polling bus.bus every {interval} ms through "
         f"db_host {describe_endpoint(params)}: {checked}",
@@ -306,8 +258,7 @@ def check_polling(report, config, interval, why):
 
 def _poll_failure(report, config, params, name, error):
     if isinstance(error, psycopg2.errors.UndefinedTable):
-        return _verdict(
-            report,
+        return report.conclude(
             MISCONFIGURED,
             f"database {name} has no bus_bus table",
             "install the bus module in it, or remove it from db_name",
@@ -318,8 +269,7 @@ def _poll_failure(report, config, params, name, error):
         )[0]
     except OptionError:
         options = ()
-    return _verdict(
-        report,
+    return report.conclude(
         _failure_code(options),
         f"db_host {describe_endpoint(params)} fails for database {name}: "
         f"{first_line(error)}",
@@ -331,58 +281,51 @@ def _failure_code(options):
     """Unreachable when only host and port are at fault (refused, timeout,
     unknown host); a misconfiguration otherwise (password, user, database,
     sslmode, a standby)."""
-    return (
-        UNREACHABLE if set(options) <= {"host", "port"} and options else MISCONFIGURED
-    )
+    unreachable = options and set(options) <= {"host", "port"}
+    return UNREACHABLE if unreachable else MISCONFIGURED
 
 
-def _judge(report, route, notify_params, function=DEFAULT_NOTIFY_FUNCTION):
-    if not report.round_trip["received"] and function != DEFAULT_NOTIFY_FUNCTION:
-        if check_route(route, notify_params)["received"]:
-            return _verdict(
-                report,
+def _route_fails(report, error, route, verdict):
+    options, reason = diagnose_connection_error(error, route)
+    return report.conclude(_failure_code(options), verdict, reason)
+
+
+def _judge(report, route, notify_params, function):
+    if not report.round_trip["received"]:
+        custom = function != DEFAULT_NOTIFY_FUNCTION
+        if custom and check_route(route, notify_params)["received"]:
+            return report.conclude(
                 MISCONFIGURED,
                 f"the listener hears pg_notify() but not ODOO_NOTIFY_FUNCTION = "
                 f"{function}(), which Odoo sends its NOTIFY with",
                 f"unset ODOO_NOTIFY_FUNCTION, or make {function}() call "
                 "pg_notify() with its arguments",
             )
-    if not report.round_trip["received"]:
         try:
             explanation = deafness_explanation(
                 route_facts(listener_params(route)), route_facts(notify_params)
             )
         except psycopg2.Error as error:
-            return _verdict(
-                report,
+            return report.conclude(
                 UNREACHABLE,
                 f"the listener route {route.describe()} hears nothing Odoo "
                 f"sends, and then failed: {first_line(error)}",
                 "run the check again; if it persists, check that both routes "
                 "stay reachable",
             )
-        return _verdict(
-            report,
+        return report.conclude(
             MISCONFIGURED,
             f"the listener route {route.describe()} hears nothing Odoo sends",
             explanation,
         )
     if not report.server_wide["loaded"] and report.db_host["pooler"]:
-        return _verdict(
-            report,
+        return report.conclude(
             MISCONFIGURED,
             f"db_host is a transaction-mode pooler and {ADDON} is not loaded",
             f"add {ADDON} to server_wide_modules",
         )
-    return _verdict(
-        report,
+    return report.conclude(
         OK,
         f"the bus will work: the listener on {route.describe()} hears what "
         f"Odoo sends in {report.round_trip['ms']} ms",
-        "",
     )
-
-
-def _verdict(report, exit_code, verdict, advice):
-    report.exit_code, report.verdict, report.advice = exit_code, verdict, advice
-    return report

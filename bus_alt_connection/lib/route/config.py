@@ -1,9 +1,8 @@
 """The addon's options: the listener routes and the Settings, read once.
 
-Plain Python. Each ``Option`` knows its name in Odoo's config, its
-environment variables and its fallback; each value read is an
-``OptionValue`` that says where it came from. ``config`` is a mapping with
-``get`` (``odoo.tools.config``, or a dict), ``environ`` an environment.
+Each ``Option`` knows its name in Odoo's config, its environment variables
+and its fallback; each value read is an ``OptionValue`` that says where it
+came from. ``config`` maps Odoo's options (``odoo.tools.config`` or a dict).
 """
 
 import dataclasses
@@ -34,7 +33,6 @@ class OptionError(ValueError):
     def __init__(self, option, value, source, problem, hint, secret=False):
         self.option = option
         self.value = shown(value, secret)
-        self.source = source
         super().__init__(f"{option} = {self.value!r} ({source}) {problem}; {hint}")
 
 
@@ -101,12 +99,13 @@ def _parse_ports(text):
 
 def _parse_choice(choices, example):
     def parse(text):
-        if str(text).strip() not in choices:
+        text = str(text).strip()
+        if text not in choices:
             raise ValueError(
                 "is not one of " + ", ".join(choices),
                 f"set {{option}} to one of them, e.g. {example}",
             )
-        return str(text).strip()
+        return text
 
     return parse
 
@@ -125,8 +124,6 @@ def _number(text, pattern):
 
 
 def _seconds(low, high, off=False):
-    """A parser of seconds from ``low`` to ``high``; 0 too when ``off``."""
-
     def parse(text):
         seconds = _number(text, _ASCII_DECIMAL)
         if seconds is None:
@@ -142,8 +139,6 @@ def _seconds(low, high, off=False):
 
 
 def _whole(what, low, high):
-    """A parser of whole numbers from ``low`` to ``high``."""
-
     def parse(text):
         number = _number(text, _ASCII_WHOLE)
         if number is None or number != int(number) or number <= 0:
@@ -192,11 +187,10 @@ class Option:
         return ("ODOO_" + env, *legacy)
 
     def lookup(self, config, environ, inherited=None):
-        """The OptionValue, by precedence: environment, config, ``inherited``
-        (the cron route's: the bus route's value), Odoo's option, default.
-
-        :raises OptionError: a value that cannot work
-        """
+        """The OptionValue, by precedence: environment (default os.environ),
+        config, ``inherited`` (the cron route's: the bus route's value), Odoo's
+        option, default; OptionError for a value that cannot work."""
+        environ = os.environ if environ is None else environ
         for env in self.envs:
             if environ.get(env, "") != "":
                 if env != self.envs[0]:
@@ -316,7 +310,6 @@ class Settings:
 def read_settings(config, environ=None):
     """The Settings; a value that cannot work falls back alone to its
     default, and is in ``refused``."""
-    environ = os.environ if environ is None else environ
     values, refused = {}, []
     for option in SETTING_OPTIONS:
         try:
@@ -395,11 +388,8 @@ class ListenerRoute:
     def public_dict(self):
         """Values and sources for reports; the password only as set/unset."""
         return {
-            name: {
-                "value": shown(route_value.value, route_value.secret),
-                "source": route_value.source,
-            }
-            for name, route_value in self.values.items()
+            name: {"value": shown(value.value, value.secret), "source": value.source}
+            for name, value in self.values.items()
         }
 
 
@@ -423,15 +413,11 @@ def odoo_db_params(config):
 
 def describe_endpoint(params):
     """``host:port`` of libpq keywords, for log lines and reports."""
-    return "{}:{}".format(
-        params.get("host") or "(local socket)", params.get("port") or 5432
-    )
+    return f"{params.get('host') or '(local socket)'}:{params.get('port') or 5432}"
 
 
 def resolve_route(config, environ=None):
-    """The bus listener's route; OptionError on the first value that cannot
-    work."""
-    environ = os.environ if environ is None else environ
+    """The bus listener's route; OptionError for the first value that cannot work."""
     values = {option.name: option.lookup(config, environ) for option in ROUTE_OPTIONS}
     return _checked(ListenerRoute(values=values))
 
@@ -439,7 +425,6 @@ def resolve_route(config, environ=None):
 def resolve_cron_route(config, environ=None):
     """The route of core's ``LISTEN cron_trigger`` connections: each value
     ``ODOO_CRON_DB_<NAME>``, ``cron_db_<name>``, or the bus route's."""
-    environ = os.environ if environ is None else environ
     bus = resolve_route(config, environ)
     values = {
         option.name: option.lookup(config, environ, inherited=bus.values[option.name])
@@ -466,5 +451,4 @@ def _checked(route):
 
 def cron_redirect_enabled(config, environ=None):
     """False when ``cron_trigger_redirect`` (or its env) switches it off."""
-    environ = os.environ if environ is None else environ
     return CRON_REDIRECT.lookup(config, environ).value

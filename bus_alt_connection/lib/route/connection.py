@@ -19,17 +19,13 @@ KEEPALIVE_PARAMS = {
 }
 
 
-def listener_application_name():
-    """How the listener shows in ``pg_stat_activity``."""
-    return f"odoo-bus-listener-{os.getpid()}"
-
-
 def listener_params(route, application_name=None):
-    """libpq keywords for the listener: the route plus timeouts and keepalives."""
+    """libpq keywords for the listener: the route plus timeouts, keepalives
+    and how it shows in ``pg_stat_activity``."""
     params = route.libpq_params()
     for key, value in {
         "connect_timeout": CONNECT_TIMEOUT,
-        "application_name": application_name or listener_application_name(),
+        "application_name": application_name or f"odoo-bus-listener-{os.getpid()}",
         **KEEPALIVE_PARAMS,
     }.items():
         params.setdefault(key, value)
@@ -47,11 +43,9 @@ class StandbyRoute(Exception):
 
 
 def refuse_standby(connection):
-    """Raise StandbyRoute if ``connection`` (psycopg2) is on a standby.
-
-    Checked before core's LISTEN, which would fail there with an ERROR of
-    core's own ("bad query") at every retry.
-    """
+    """Raise StandbyRoute if ``connection`` (psycopg2) is on a standby:
+    checked before core's LISTEN, which would fail there with an ERROR of
+    core's own ("bad query") at every retry."""
     with connection.cursor() as cr:
         cr.execute("SELECT pg_is_in_recovery()")
         if cr.fetchone()[0]:
@@ -59,11 +53,9 @@ def refuse_standby(connection):
 
 
 def interrupt_connection(connection):
-    """Make a connection that another thread waits on fail at once.
-
-    Shutting the socket down wakes the thread blocked in select() with an
-    end of file; its next ``poll()`` raises, as if the server had gone.
-    """
+    """Make a connection that another thread waits on fail at once: shutting
+    the socket down wakes the thread blocked in select() with an end of file;
+    its next ``poll()`` raises, as if the server had gone."""
     try:
         sock = socket.socket(fileno=os.dup(connection.fileno()))
     except Exception:  # psycopg2.InterfaceError, OSError, ValueError
@@ -72,95 +64,79 @@ def interrupt_connection(connection):
         sock.shutdown(socket.SHUT_RDWR)
 
 
-# (regex on libpq's or PgBouncer's message, options at fault, advice)
-_DIAGNOSES = (
-    (
-        "could not translate host name",
+# {regex on libpq's or PgBouncer's message: (options at fault, advice)}
+_DIAGNOSES = {
+    "could not translate host name": (
         ("host",),
         "the host name does not resolve; set imdispatcher_db_host to a name "
         "or address of the PostgreSQL server",
     ),
-    (
-        "connection refused",
+    "connection refused": (
         ("host", "port"),
         "nothing accepts connections there; check imdispatcher_db_host and "
         "imdispatcher_db_port point at a running PostgreSQL",
     ),
-    (
-        "timeout expired",
+    "timeout expired": (
         ("host", "port"),
         "the route did not answer within %d s; check imdispatcher_db_host, "
         "imdispatcher_db_port and the firewall between Odoo and PostgreSQL"
         % CONNECT_TIMEOUT,
     ),
-    (
-        "no route to host|network is unreachable",
+    "no route to host|network is unreachable": (
         ("host",),
         "the network has no way to that host; check imdispatcher_db_host",
     ),
-    (
-        "password authentication failed|sasl authentication failed",
+    "password authentication failed|sasl authentication failed": (
         ("user", "password"),
         "the server refused the password; check imdispatcher_db_user and "
         "imdispatcher_db_password (or ODOO_IMDISPATCHER_DB_PASSWORD)",
     ),
-    (
-        "no password supplied",
+    "no password supplied": (
         ("password",),
         "the server wants a password; set imdispatcher_db_password "
         "(or ODOO_IMDISPATCHER_DB_PASSWORD)",
     ),
-    (
-        "no pg_hba.conf entry",
+    "no pg_hba.conf entry": (
         ("host", "user"),
         "the server's pg_hba.conf does not admit this client; ask the DBA to "
         "allow it, or use another imdispatcher_db_user",
     ),
-    (
-        r'database ".*" does not exist',
+    r'database ".*" does not exist': (
         ("name",),
         "no such database on that server; check imdispatcher_db_name",
     ),
-    (
-        r'role ".*" does not exist',
+    r'role ".*" does not exist': (
         ("user",),
         "no such role on that server; check imdispatcher_db_user",
     ),
-    (
-        "no such database",
+    "no such database": (
         ("name",),
         "the pooler has no such database alias; check imdispatcher_db_name",
     ),
-    (
-        "no such user",
+    "no such user": (
         ("user",),
         "the pooler does not know that user; check imdispatcher_db_user",
     ),
-    (
-        r"does not support ssl|ssl connection is required|certificate|"
-        r"invalid sslmode",
+    "does not support ssl|ssl connection is required|certificate|invalid sslmode": (
         ("sslmode",),
         "the server and imdispatcher_db_sslmode disagree about SSL",
     ),
-    (
-        "during recovery|leads to a standby",
+    "during recovery|leads to a standby": (
         ("host", "target_session_attrs"),
         "the route leads to a standby, where LISTEN is refused; point "
         "imdispatcher_db_host at the primary, or list every node there and "
         "set imdispatcher_db_target_session_attrs = read-write",
     ),
-    (
-        "server closed the connection unexpectedly",
+    "server closed the connection unexpectedly": (
         (),
         "the server or something between closed the listener's connection",
     ),
-    (
-        "terminating connection",
+    "terminating connection": (
         (),
         "PostgreSQL ended the listener's backend (restart, failover or "
         "pg_terminate_backend)",
     ),
-)
+}
 
 
 def first_line(exc):
@@ -169,32 +145,25 @@ def first_line(exc):
 
 
 def diagnose_connection_error(exc, route):
-    """Return (options at fault, one-line explanation) for a listener error.
-
-    The explanation names the route and the values at fault with their
-    source, never the password.
-    """
-    reason = first_line(exc)
+    """(options at fault, one-line explanation) of a listener error; it names
+    the route and the values at fault with their source, never the password."""
     lowered = str(exc).lower()
-    for pattern, options, advice in _DIAGNOSES:  # noqa: B007
+    for pattern, (options, advice) in _DIAGNOSES.items():  # noqa: B007
         if re.search(pattern, lowered):
             break
     else:
         options, advice = (), "see the PostgreSQL server log for details"
     prefix = route.option_prefix
     culprits = ", ".join(
-        f"{prefix}{name}={_shown(route, name)!r} ({route.source(name)})"
+        f"{prefix}{name}={_shown(route.values[name])!r} ({route.source(name)})"
         for name in options
     )
-    message = f"{reason} [route {route.describe()}]"
+    message = f"{first_line(exc)} [route {route.describe()}]"
     if culprits:
         message += f"; values at fault: {culprits}"
     advice = advice.replace("ODOO_IMDISPATCHER_DB_", "ODOO_" + prefix.upper())
     return options, f"{message}; {advice.replace('imdispatcher_db_', prefix)}"
 
 
-def _shown(route, name):
-    route_value = route.values[name]
-    if route_value.secret:
-        return shown(route_value.value, secret=True) or "(unset)"
-    return route_value.value
+def _shown(value):
+    return (shown(value.value, True) or "(unset)") if value.secret else value.value
