@@ -144,8 +144,7 @@ class TriggerConnection(ListenerLife):
             self._first_try.set()
 
     def _connect_and_read(self, on_connected):
-        # as it shows in pg_stat_activity
-        name = f"odoo-cron-listener-{os.getpid()}"
+        name = f"odoo-cron-listener-{os.getpid()}"  # in pg_stat_activity
         pg = psycopg2.connect(**listener_params(self.route, application_name=name))
         try:
             pg.autocommit = True
@@ -193,9 +192,8 @@ class TriggerConnection(ListenerLife):
         return arrived
 
     def _listening(self):  # a check sent now can arrive
-        watch = self.watch
-        if watch is not None:
-            watch.listener_connected(self._pg)
+        if self.watch is not None:
+            self.watch.listener_connected(self._pg)
 
     def diagnose(self, error):
         return diagnose_connection_error(error, self.route)[1]
