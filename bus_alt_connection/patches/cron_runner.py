@@ -124,8 +124,7 @@ def _armed_runner(core_runner, factory):
 
 def rearm_if_in_runner():
     """Core closed its trigger connection inside its runner: it reconnects next."""
-    factory = getattr(_this_thread, "runner_factory", None)
-    if factory is not None:
+    if (factory := getattr(_this_thread, "runner_factory", None)) is not None:
         arm_trigger_request(factory)
 
 
