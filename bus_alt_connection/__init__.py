@@ -10,6 +10,5 @@ if __name__.startswith("odoo.addons.") and importlib.util.find_spec("odoo.addons
     if missing_in_core():
         from .patches.supported_core import report_unsupported as post_load
     else:
-        from . import cli
-        from . import controllers
+        from . import cli, controllers
         from .hooks import post_load

@@ -1,13 +1,12 @@
 """Odoo glue: core's ``ImDispatch.loop`` runs unchanged, on our route.
 
-Each call of core's loop goes through ``BusListener.run_once``. In the
-dispatcher's thread (or greenlet) only, the one ``db_connect('postgres')`` of
-core's loop takes the listener route (``connection_info_for``, which core's
-``db_connect`` calls, gets its parameters) and gives a cursor that refuses a
-standby (where LISTEN fails) and reports when ``LISTEN imbus`` is committed;
-every other connection (HTTP, cron, the NOTIFY side) keeps Odoo's ``db_*``
-route. Core's channel map becomes a ``ChannelMap``, where the watch's probe
-subscribes like a websocket.
+Each call of core's loop goes through ``BusListener.run_once``. In the dispatcher's
+thread (or greenlet) only, the one ``db_connect('postgres')`` of core's loop takes the
+listener route (core's ``db_connect`` gets its parameters from ``connection_info_for``)
+and gives a cursor that refuses a standby (where LISTEN fails) and reports when
+``LISTEN imbus`` is committed; every other connection (HTTP, cron, the NOTIFY side)
+keeps Odoo's ``db_*`` route. Core's channel map becomes a ``ChannelMap``, where the
+watch's probe subscribes like a websocket.
 """
 
 import functools
@@ -72,8 +71,7 @@ class OdooBusListener(BusListener):
 
 
 class _ListenerCursor:
-    """Core's LISTEN cursor: refuses a standby; reports the first commit, i.e.
-    LISTEN is active."""
+    """Core's LISTEN cursor: refuses a standby; reports when LISTEN is committed."""
 
     def __init__(self, cursor, on_listening):
         try:
@@ -103,14 +101,12 @@ class _ListenerCursor:
 
 
 class ChannelMap(dict):
-    """Core's channel -> websockets map, noting when core's loop reads it:
-    core looks every notified channel up with ``get`` (subscriptions use
-    ``setdefault``, ``[]`` and ``pop``), so the last ``get`` is the last
-    notification received."""
+    """Core's channel -> websockets map, noting when core's loop reads it: core looks
+    every notified channel up with ``get`` (subscriptions use ``setdefault``, ``[]``
+    and ``pop``), so the last ``get`` is the last notification received."""
 
     last_received_at = None
-    #: how many lookups core's loop made (one per channel of a batch)
-    lookups = 0
+    lookups = 0  # how many lookups core's loop made (one per channel of a batch)
 
     def get(self, key, default=None):
         self.last_received_at = time.monotonic()
@@ -121,21 +117,17 @@ class ChannelMap(dict):
 def _wrap_db_connect(original):
     @functools.wraps(original)
     def db_connect(to, *args, **kwargs):
-        request = listen_request.take(LISTEN_REQUEST, to)
-        if request is None:
+        if (request := listen_request.take(LISTEN_REQUEST, to)) is None:
             return original(to, *args, **kwargs)
-        route, on_listening = request
-        _this_thread.route = route
+        _this_thread.route, on_listening = request
         try:
             connection = original(to, *args, **kwargs)
         finally:
             _this_thread.route = None
         core_cursor = connection.cursor
-
-        def cursor(*args, **kwargs):
-            return _ListenerCursor(core_cursor(*args, **kwargs), on_listening)
-
-        connection.cursor = cursor
+        connection.cursor = lambda *args, **kwargs: _ListenerCursor(
+            core_cursor(*args, **kwargs), on_listening
+        )
         return connection
 
     return db_connect
@@ -200,8 +192,7 @@ def installed_listener():
 
 def install(settings):
     """Patch core once per process; return the bus listener."""
-    installed = installed_listener()
-    if installed is not None:
+    if (installed := installed_listener()) is not None:
         return installed
     listener = OdooBusListener(
         settings, lambda: resolve_route(config), core_bus.stop_event

@@ -1,10 +1,9 @@
 """Odoo glue of poll mode: core's dispatch, fed by ``bus_bus`` polls.
 
-Instead of core's LISTEN loop, the dispatcher thread polls the loaded
-databases through Odoo's own route (``db_host``), holding no connection
-between polls, and wakes the websockets of the new rows' channels as core's
-loop does for a NOTIFY. Each poll runs in a thread of ``BoundedPolls``: a
-database that does not answer in time holds up no other.
+Instead of core's LISTEN loop, the dispatcher thread polls the loaded databases through
+Odoo's own route (``db_host``), holding no connection between polls, and wakes the
+websockets of the new rows' channels as core's loop does for a NOTIFY. Each poll runs in
+a thread of ``BoundedPolls``: a database that does not answer in time holds up no other.
 """
 
 import json
@@ -67,9 +66,8 @@ def subscribed_to(dispatcher, channels):
 def subscribed_in(dispatcher, db_name=None):
     """Every websocket subscribed to a channel (of ``db_name``, if given)."""
     for channel, subscribed in list(dispatcher._channels_to_ws.items()):
-        if db_name is None or (
-            isinstance(channel, tuple) and channel[:1] == (db_name,)
-        ):
+        in_db = isinstance(channel, tuple) and channel[:1] == (db_name,)
+        if db_name is None or in_db:
             yield from subscribed
 
 
@@ -105,9 +103,8 @@ class DispatcherPoller:
         names = polled_databases(self.dispatcher._channels_to_ws)
         for name in set(self.trackers) - set(names):
             del self.trackers[name]  # unwatched, unloaded, or dropped
-        for name in names:
-            if name not in self.trackers:
-                self.trackers[name] = BusTracker(name=name)
+        for name in set(names) - set(self.trackers):
+            self.trackers[name] = BusTracker(name=name)
         answered, failed, started = self.polls.round(names)
         self._deliver(answered)
         for name, error in failed.items():
@@ -117,8 +114,7 @@ class DispatcherPoller:
 
     def _poll_database(self, name):
         """In a poll thread: (channels, whether the tracker just started)."""
-        tracker = self.trackers.get(name)
-        if tracker is None:
+        if (tracker := self.trackers.get(name)) is None:
             return [], False  # dropped meanwhile; a new one starts afresh
         fresh = not tracker.started
         with sql_db.db_connect(name).cursor() as cr:
@@ -134,16 +130,14 @@ class DispatcherPoller:
             if started:
                 # rows committed before the tracker started: its websockets catch up
                 wake(subscribed_in(self.dispatcher, name))
-        if channels:
-            wake(subscribed_to(self.dispatcher, channels))
+        wake(subscribed_to(self.dispatcher, channels))
 
     def _forget_if_gone(self, name, error):
         """A dropped database, or one without bus_bus: not a db_host failure."""
-        if not isinstance(error, psycopg2.Error):
-            return False
-        message = str(error).lower()
-        gone = any(words in message for words in _DATABASE_GONE)
-        if not gone and not isinstance(error, psycopg2.errors.UndefinedTable):
+        gone = isinstance(error, psycopg2.Error) and any(
+            words in str(error).lower() for words in _DATABASE_GONE
+        )
+        if not (gone or isinstance(error, psycopg2.errors.UndefinedTable)):
             return False
         self.trackers.pop(name, None)
         if name not in self._warned:

@@ -33,10 +33,7 @@ _logger = logging.getLogger(__name__)
 
 LISTEN_REQUEST = "cron"
 #: (class, name) of core's functions that open the trigger connection
-CRON_RUNNERS = (
-    (server.ThreadedServer, "cron_thread"),
-    (server.WorkerCron, "start"),
-)
+CRON_RUNNERS = ((server.ThreadedServer, "cron_thread"), (server.WorkerCron, "start"))
 _this_thread = threading.local()
 
 
@@ -55,11 +52,10 @@ def arm_trigger_request(factory):
 
 _report_missed = error_once(
     _logger,
-    "bus_alt_connection: cron_trigger_redirect is on, but core's cron runner "
-    "did not open its LISTEN connection through "
-    "odoo.sql_db.db_connect('postgres') (%s): cron triggers are listened for "
-    "through db_host. Another addon may replace db_connect without calling "
-    "the one it wraps.",
+    "bus_alt_connection: cron_trigger_redirect is on, but core's cron runner did not "
+    "open its LISTEN connection through odoo.sql_db.db_connect('postgres') (%s): cron "
+    "triggers are listened for through db_host. Another addon may replace db_connect "
+    "without calling the one it wraps.",
 )
 
 
@@ -128,8 +124,7 @@ def _armed_runner(core_runner, factory):
 
 def rearm_if_in_runner():
     """Core closed its trigger connection inside its runner: it reconnects next."""
-    factory = getattr(_this_thread, "runner_factory", None)
-    if factory is not None:
+    if (factory := getattr(_this_thread, "runner_factory", None)) is not None:
         arm_trigger_request(factory)
 
 
@@ -160,14 +155,12 @@ def install(settings):
             error,
         )
         return
-    if not route.configured:
-        # Nothing but db_host to go to: core's own connection is that.
+    if not route.configured:  # only db_host to go to: core's own connection is that
         _logger.info(
-            "bus_alt_connection: no cron_db_* or imdispatcher_db_* option is "
-            "set (imdispatcher_mode = %s); cron triggers are listened for "
-            "through db_host, as in core. Behind a transaction-mode pooler "
-            "triggered jobs then start at core's polling round (about a "
-            "minute).",
+            "bus_alt_connection: no cron_db_* or imdispatcher_db_* option is set "
+            "(imdispatcher_mode = %s); cron triggers are listened for through db_host, "
+            "as in core. Behind a transaction-mode pooler triggered jobs then start at "
+            "core's polling round (about a minute).",
             settings.mode,
         )
         return

@@ -33,20 +33,18 @@ def missing_in_core():
             missing.append(module_name)
             continue
         for name in path.split("."):
-            found = getattr(found, name, None)
-            if found is None:
-                missing.append(f"{module_name}.{path}")
-                break
+            found = getattr(found, name, None)  # stays None past a missing name
+        if found is None:
+            missing.append(f"{module_name}.{path}")
     return missing
 
 
 def report_unsupported():
     """``post_load`` where core lacks what the addon wraps: one ERROR."""
     _logger.error(
-        "bus_alt_connection: this Odoo (%s) is not supported: its core has no "
-        "%s. Nothing is patched; the bus and the cron runners work as in "
-        "core. The addon supports Odoo 16.0 to 19.0; remove it from "
-        "server_wide_modules here.",
+        "bus_alt_connection: this Odoo (%s) is not supported: its core has no %s. "
+        "Nothing is patched; the bus and the cron runners work as in core. The addon "
+        "supports Odoo 16.0 to 19.0; remove it from server_wide_modules here.",
         release.version,
         ", ".join(missing_in_core()),
     )
