@@ -127,8 +127,7 @@ class BusListener(ListenerLife):
             return False
         self.to_polling(
             f"{failures} checks in a row found that the bus listener on "
-            f"{route.describe()} receives nothing sent through db_host "
-            f"({detail})",
+            f"{route.describe()} receives nothing sent through db_host ({detail})",
             route,
         )
         return True
@@ -251,9 +250,8 @@ class BusListener(ListenerLife):
         mode = self.mode
         return (
             f"bus poller started: new bus.bus rows are read through "
-            f"{self.describe_db_host()} every "
-            f"{self.settings.poll_interval * 1000:.0f} ms (imdispatcher_mode "
-            f"{mode.configured}"
+            f"{self.describe_db_host()} every {self.settings.poll_interval * 1000:.0f} "
+            f"ms (imdispatcher_mode {mode.configured}"
             + (", switched from LISTEN" if mode.configured == "auto" else "")
             + ")."
         )

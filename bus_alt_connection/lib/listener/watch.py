@@ -267,8 +267,7 @@ def deafness_explanation(route_facts, odoo_facts):
     if ours and theirs and ours != theirs:
         return (
             "the route reaches another PostgreSQL cluster than db_host; point "
-            "imdispatcher_db_host/imdispatcher_db_port at the cluster Odoo "
-            "writes to"
+            "imdispatcher_db_host/imdispatcher_db_port at the cluster Odoo writes to"
         )
     return (
         "the route most likely goes through a transaction-mode pooler such "
