@@ -30,8 +30,7 @@ def runs_the_dispatcher():
 
 def _listener_health():
     """(healthy, details) of this process's bus listener. Only reads state:
-    the dispatcher starts with the first websocket, never with a health check.
-    """
+    the dispatcher starts with the first websocket, never with a health check."""
     if not runs_the_dispatcher():
         return False, {"error": health.NOT_THE_DISPATCHER}
     listener = installed_listener()
@@ -47,14 +46,6 @@ def _listener_health():
 def _json(body, status):
     headers = [("Content-Type", "application/json")]
     return request.make_response(json.dumps(body), headers=headers, status=status)
-
-
-def _allowed_networks():
-    try:
-        return metrics.parse_allow(config.get(metrics.ALLOW_OPTION))
-    except OptionError as error:
-        _report_bad_allow(error)
-        return []
 
 
 def _is_administrator():
@@ -105,8 +96,12 @@ class BusListenerStatus(http.Controller):
         ``httprequest.environ`` is a copy without werkzeug's keys: read
         ``headers.environ``, the one Odoo's ProxyFix wrote to."""
         address = metrics.address_to_judge(request.httprequest.headers.environ)
-        allowed = metrics.address_allowed(address, _allowed_networks())
-        if not (allowed or _is_administrator()):
+        try:
+            networks = metrics.parse_allow(config.get(metrics.ALLOW_OPTION))
+        except OptionError as error:
+            _report_bad_allow(error)
+            networks = []
+        if not (metrics.address_allowed(address, networks) or _is_administrator()):
             return request.make_response(
                 "forbidden\n", headers=[("Content-Type", "text/plain")], status=403
             )
@@ -114,6 +109,5 @@ class BusListenerStatus(http.Controller):
         body = metrics.render(
             _dispatcher_state(), factory.connections() if factory is not None else ()
         )
-        return request.make_response(
-            body, headers=[("Content-Type", metrics.CONTENT_TYPE)]
-        )
+        headers = [("Content-Type", metrics.CONTENT_TYPE)]
+        return request.make_response(body, headers=headers)

@@ -43,13 +43,13 @@ class BoundedPolls:
         self._numbers = itertools.count(1)
 
     def round(self, names):
-        """Poll each of ``names`` not being polled already; return what the
-        polls that ended since the previous round returned, ``(answered,
-        failed, started)``: {name: result}, {name: exception} and how many
-        polls this round started."""
+        """Poll each of ``names`` not being polled already. Return ``(answered,
+        failed, started)``: {name: result} and {name: exception} of the polls
+        that ended since the previous round, and how many polls this round started."""
         started = 0
         for name in names:
-            if name not in self._running and self._busy() < self._max_running:
+            busy = sum(not future.done() for future in self._running.values())
+            if name not in self._running and busy < self._max_running:
                 started += 1
                 self._poll_within_bound(name)
         answered, failed = {}, {}
@@ -62,9 +62,6 @@ class BoundedPolls:
                 else:
                     failed[name] = error
         return answered, failed, started
-
-    def _busy(self):
-        return sum(not future.done() for future in self._running.values())
 
     def _poll_within_bound(self, name):
         future = self._running[name] = concurrent.futures.Future()

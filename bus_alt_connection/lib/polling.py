@@ -25,7 +25,6 @@ gaps settle with the first checkpoint settled once xmin moves on.
 import bisect
 import dataclasses
 import logging
-import operator
 import time
 
 _logger = logging.getLogger(__name__)
@@ -118,8 +117,7 @@ class BusTracker:
         self._max_checkpoints = max_checkpoints
         self._capped_logged = False
         #: the snapshot xmin last seen, since when, whether we said it is held
-        self._xmin = self._xmin_since = None
-        self._xmin_held = False
+        self._xmin, self._xmin_since, self._xmin_held = None, None, False
         self.reset()
 
     def reset(self):
@@ -146,9 +144,8 @@ class BusTracker:
         return self.consume(rows, started, holder=lambda xid: xmin_holder(cursor, xid))
 
     def consume(self, rows, started=None, holder=None):
-        """The rows of the query ``query()`` gave; return the new channels.
-        ``holder(xid)`` describes the transaction that holds xmin, for the log
-        (None: what this role cannot see)."""
+        """Take the rows of ``query()``; return the new channels. ``holder(xid)``
+        describes what holds xmin, for the log (None: what this role cannot see)."""
         finished = self._clock()
         xmin, xmax, database_oid = rows[0][:3]
         if self.started and database_oid != self.database_oid:
@@ -162,19 +159,22 @@ class BusTracker:
         channels = self._take(rows) if self.started else self._start(rows, database_oid)
         if xmin != self._xmin:
             self._xmin, self._xmin_since = xmin, finished
-        self._checkpoint(started if started is not None else finished, finished, xmax)
-        if not self._settle(xmin) and len(self._checkpoints) > self._max_checkpoints:
-            del self._checkpoints[0]
+        started = finished if started is None else started
+        checkpoints = self._checkpoints
+        # none within CHECKPOINT_SPACING of the last: the next covers this poll's gaps
+        if not checkpoints or started - checkpoints[-1].started >= CHECKPOINT_SPACING:
+            checkpoints.append(Checkpoint(started, finished, self.max_seen, xmax))
+        if not self._settle(xmin) and len(checkpoints) > self._max_checkpoints:
+            del checkpoints[0]
             self._report_held_xmin(finished, holder)
         return channels
 
     def _start(self, rows, database_oid):
         """Find where to start; no channels yet."""
         last_id = rows[0][3]
-        committed = {row[4] for row in rows if row[4] is not None}
         self.floor = max(0, last_id - self._start_window)
         self.max_seen = last_id
-        self.gaps = set(range(self.floor + 1, last_id + 1)) - committed
+        self.gaps = set(range(self.floor + 1, last_id + 1)) - {row[4] for row in rows}
         self.database_oid = database_oid
         self.started = True
         return []
@@ -216,23 +216,15 @@ class BusTracker:
                 self.name,
             )
 
-    def _checkpoint(self, started, finished, xmax):
-        checkpoints = self._checkpoints
-        if checkpoints and started - checkpoints[-1].started < CHECKPOINT_SPACING:
-            return  # the next checkpoint covers this poll's gaps
-        checkpoints.append(Checkpoint(started, finished, self.max_seen, xmax))
-
     def _settle(self, xmin):
         """Forget the gaps of the checkpoints whose proof ``xmin`` has
         reached; return whether one settled."""
         checkpoints = self._checkpoints
+        starts = [checkpoint.started for checkpoint in checkpoints]
         settled = None
         for index, checkpoint in enumerate(checkpoints):
             proof = bisect.bisect_left(
-                checkpoints,
-                checkpoint.finished + self._settle_margin,
-                lo=index + 1,
-                key=operator.attrgetter("started"),
+                starts, checkpoint.finished + self._settle_margin, lo=index + 1
             )
             # xmax only grows: if this checkpoint is not settled, no later is
             if proof == len(checkpoints) or checkpoints[proof].xmax > xmin:

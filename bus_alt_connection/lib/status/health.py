@@ -40,15 +40,12 @@ def idle_report(listener):
 
 
 def health_report(listener, last_received_at=None, now=None):
-    """(healthy, details) of the listener of this process.
-
-    ``last_received_at``: when the listener last received a notification
-    (any: the site's traffic, or the watch's own), on the monotonic clock.
-    Healthy, in listen mode: connected, its last self-check or heartbeat (if
-    any since the connect) heard what Odoo sent, and the watch still checks
-    when due; in poll mode: the last poll of every loaded database succeeded
-    recently.
-    """
+    """(healthy, details) of this process's listener. ``last_received_at``: when
+    it last received a notification (any: the site's traffic, or the watch's own),
+    on the monotonic clock. Healthy, in listen mode: connected, its last self-check
+    or heartbeat (if any since the connect) heard what Odoo sent, and the watch
+    still checks when due; in poll mode: the last poll of every loaded database
+    succeeded recently."""
     now = time.monotonic() if now is None else now
     state, mode, watch = listener.state, listener.mode, listener.watch
     last = watch.record if watch is not None else None
@@ -58,15 +55,17 @@ def health_report(listener, last_received_at=None, now=None):
         return None if moment is None else round(now - moment, 1)
 
     if mode.active == "poll":
-        healthy = state.connected and _recent(
-            state.last_poll_at, now, listener.settings.poll_interval
-        )
+        polled = state.last_poll_at
+        stale_after = POLL_STALE_INTERVALS * listener.settings.poll_interval
+        fresh = polled is not None and now - polled <= max(POLL_STALE_MIN, stale_after)
+        healthy = state.connected and fresh
     else:
         passed = last is None or last.last_check_passed is not False
         healthy = state.connected and passed and not stalled
+    running = "listening" if mode.active == "listen" else "polling"
     route = listener.configured_route()  # before last_error: it may set it
     return healthy, {
-        "state": _state(state.connected, mode.active),
+        "state": running if state.connected else "down",
         "mode": mode.active,
         "mode_reason": mode.reason,
         "configured_mode": mode.configured,
@@ -89,14 +88,3 @@ def health_report(listener, last_received_at=None, now=None):
         "watch_stalled": stalled,
         "route": route.public_dict() if route is not None else None,
     }
-
-
-def _state(connected, active_mode):
-    if not connected:
-        return "down"
-    return "listening" if active_mode == "listen" else "polling"
-
-
-def _recent(moment, now, poll_interval):
-    stale_after = max(POLL_STALE_MIN, POLL_STALE_INTERVALS * poll_interval)
-    return moment is not None and now - moment <= stale_after

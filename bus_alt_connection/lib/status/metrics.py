@@ -55,15 +55,11 @@ PROXY_FIX_ORIGINAL = "werkzeug.proxy_fix.orig"
 
 
 def address_to_judge(environ):
-    """The address the allow list judges, or None: administrators only.
-
-    A direct request is judged by its peer. Through a proxy, the peer is the
-    proxy, which speaks for everyone behind it: the request is judged by the
-    client Odoo resolved (``proxy_mode``), or not at all. The headers are
-    never read for an address: anyone can send them.
-
-    :param environ: the request's WSGI environ, after Odoo's ProxyFix
-    """
+    """The address the allow list judges in ``environ`` (the request's, after
+    Odoo's ProxyFix), or None: administrators only. A direct request is judged by
+    its peer. Through a proxy, the peer is the proxy, which speaks for everyone
+    behind it: the request is judged by the client Odoo resolved (``proxy_mode``),
+    or not at all. The headers are never read for an address: anyone can send them."""
     address = environ.get("REMOTE_ADDR")
     if not any(
         key in FORWARDING_HEADERS or key.startswith("HTTP_X_FORWARDED_")
@@ -94,7 +90,7 @@ def _number(value):
     return "+Inf" if value == math.inf else repr(value)  # an int or a float
 
 
-def _seconds_since_or_inf(moment, now):
+def _age_or_inf(moment, now):
     """Seconds since ``moment``, to the ms; +Inf for never (alerts on "too
     long ago" fire)."""
     return math.inf if moment is None else round(now - moment, 3)
@@ -138,12 +134,10 @@ FAMILIES = {
 
 
 def render(dispatcher, cron_listeners=(), now=None):
-    """The exposition of this process.
-
-    :param dispatcher: None in a process that runs no dispatcher (a prefork
-        HTTP or cron worker), else a dict with ``listener``, ``started``
-        (core's dispatcher thread runs) and ``channel_map`` (core's map)
-    """
+    """The exposition of this process. ``dispatcher``: None in a process that
+    runs no dispatcher (a prefork HTTP or cron worker), else a dict with
+    ``listener``, ``started`` (core's dispatcher thread runs) and ``channel_map``
+    (core's map)."""
     now = time.monotonic() if now is None else now
     samples = {"dispatcher_process": [({}, dispatcher is not None)]}
     if dispatcher is not None:
@@ -180,13 +174,11 @@ def _bus(dispatcher, now):
         "listener_failed_attempts_total": state.failed_attempts,
         "poll_queries_total": state.poll_queries,
         "channel_lookups_total": getattr(channel_map, "lookups", 0),
-        "last_notification_age_seconds": _seconds_since_or_inf(received_at, now),
+        "last_notification_age_seconds": _age_or_inf(received_at, now),
     }
     if watch is not None:
         record = watch.record
-        values["check_last_pass_age_seconds"] = _seconds_since_or_inf(
-            record.last_pass_at, now
-        )
+        values["check_last_pass_age_seconds"] = _age_or_inf(record.last_pass_at, now)
         if record.last_round_trip is not None:
             values["check_round_trip_seconds"] = record.last_round_trip
         labelled["checks_total"] = [
