@@ -25,6 +25,7 @@ gaps settle with the first checkpoint settled once xmin moves on.
 import bisect
 import dataclasses
 import logging
+import operator
 import time
 
 _logger = logging.getLogger(__name__)
@@ -220,11 +221,13 @@ class BusTracker:
         """Forget the gaps of the checkpoints whose proof ``xmin`` has
         reached; return whether one settled."""
         checkpoints = self._checkpoints
-        starts = [checkpoint.started for checkpoint in checkpoints]
         settled = None
         for index, checkpoint in enumerate(checkpoints):
             proof = bisect.bisect_left(
-                starts, checkpoint.finished + self._settle_margin, lo=index + 1
+                checkpoints,
+                checkpoint.finished + self._settle_margin,
+                lo=index + 1,
+                key=operator.attrgetter("started"),
             )
             # xmax only grows: if this checkpoint is not settled, no later is
             if proof == len(checkpoints) or checkpoints[proof].xmax > xmin:
