@@ -79,11 +79,10 @@ class BoundedPolls:
             if name not in self._slow:
                 self._slow.add(name)
                 _logger.warning(
-                    "bus_alt_connection: the bus poll of database %s did not "
-                    "answer within %g s (its connections busy, its pool "
-                    "saturated, bus_bus locked?); the other databases are polled "
-                    "meanwhile, and its notifications are delivered once its "
-                    "poll answers.",
+                    "bus_alt_connection: the bus poll of database %s did not answer "
+                    "within %g s (its connections busy, its pool saturated, bus_bus "
+                    "locked?); the other databases are polled meanwhile, and its "
+                    "notifications are delivered once its poll answers.",
                     name,
                     self._bound,
                 )

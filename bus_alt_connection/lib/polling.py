@@ -208,11 +208,10 @@ class BusTracker:
         if not self._capped_logged:
             self._capped_logged = True
             _logger.warning(
-                "bus_alt_connection: more than %d bus.bus ids of database %s "
-                "are not committed yet (transactions still open, or rolled "
-                "back); the oldest are no longer watched, so a notification "
-                "committed with one of them reaches its websockets only "
-                "with their next notification.",
+                "bus_alt_connection: more than %d bus.bus ids of database %s are not "
+                "committed yet (transactions still open, or rolled back); the oldest "
+                "are no longer watched, so a notification committed with one of them "
+                "reaches its websockets only with their next notification.",
                 self._max_gaps,
                 self.name,
             )
@@ -259,13 +258,12 @@ class BusTracker:
         except Exception as error:  # a diagnosis must not fail the poll
             _logger.debug("bus_alt_connection: xmin holder unknown: %s", error)
         _logger.warning(
-            "bus_alt_connection: the cluster's xmin is held: transaction xid "
-            "%d has been running for at least %.0f s (%s). Until it ends, the "
-            "bus poller of database %s cannot forget the bus.bus ids it has "
-            "not seen (rolled back, or still to commit) and keeps only its "
-            "latest %d checkpoints; no notification is lost. It holds back "
-            "vacuum too: end it (a long job, a session idle in transaction, "
-            "a forgotten prepared transaction).",
+            "bus_alt_connection: the cluster's xmin is held: transaction xid %d has "
+            "been running for at least %.0f s (%s). Until it ends, the bus poller of "
+            "database %s cannot forget the bus.bus ids it has not seen (rolled back, "
+            "or still to commit) and keeps only its latest %d checkpoints; no "
+            "notification is lost. It holds back vacuum too: end it (a long job, a "
+            "session idle in transaction, a forgotten prepared transaction).",
             xid,
             now - self._xmin_since,
             described
