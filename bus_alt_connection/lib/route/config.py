@@ -2,8 +2,7 @@
 
 Each ``Option`` knows its name in Odoo's config, its environment variables
 and its fallback; each value read is an ``OptionValue`` that says where it
-came from. ``config`` maps Odoo's options (``odoo.tools.config`` or a dict).
-"""
+came from. ``config`` maps Odoo's options (``odoo.tools.config`` or a dict)."""
 
 import dataclasses
 import logging
@@ -48,8 +47,7 @@ class OptionValue:
     value: object
     #: where it came from, for logs and reports ("config imdispatcher_db_host")
     source: str
-    #: a password: never in repr() or str()
-    secret: bool = False
+    secret: bool = False  #: a password: never in repr() or str()
     #: the prefix of the option (or its env) that set it ("imdispatcher_db_",
     #: "cron_db_"); "" for a default or Odoo's own option
     given: str = ""
@@ -67,10 +65,6 @@ class OptionValue:
 # hint may name "{option}"; by default it gives the option's default.
 _ASCII_WHOLE = re.compile(r"[0-9]+")
 _ASCII_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
-
-
-def _parse_text(text):
-    return text
 
 
 def _parse_hosts(text):
@@ -112,9 +106,7 @@ def _parse_choice(choices, example):
 
 def _number(text, pattern):
     """A finite number written with ASCII digits (``pattern``), or None."""
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, int | float):
+    if isinstance(text, int | float) and not isinstance(text, bool):
         value = float(text)
     elif pattern.fullmatch(str(text).strip()):
         value = float(str(text).strip())
@@ -170,10 +162,9 @@ class Option:
     #: Odoo's own option used when ours is not set (core's behaviour)
     fallback: str | None = None
     default: object = None
-    parse: object = _parse_text
+    parse: object = None  #: None: the value as given
     secret: bool = False
-    #: the values that mean "not set"
-    unset: tuple = UNSET_VALUES
+    unset: tuple = UNSET_VALUES  #: the values that mean "not set"
 
     @property
     def option(self):
@@ -215,7 +206,7 @@ class Option:
 
     def _parsed(self, raw, source, given=False):
         try:
-            value = self.parse(raw)
+            value = self.parse(raw) if self.parse else raw
         except ValueError as error:
             problem, hint = (*error.args, None)[:2]
             default = self.default
@@ -284,10 +275,8 @@ class Settings:
     """How the listeners behave, read once (``read_settings``), passed whole."""
 
     mode: str = "listen"
-    #: seconds between polls (the option is in milliseconds)
-    poll_interval: float = 0.25
-    #: seconds between heartbeats; 0: none
-    heartbeat_interval: float = 30.0
+    poll_interval: float = 0.25  #: seconds between polls (the option is in ms)
+    heartbeat_interval: float = 30.0  #: seconds between heartbeats; 0: none
     selfcheck_timeout: float = 5.0
     reconnect_max_delay: float = 30.0
     auto_failed_checks: int = 3
@@ -340,10 +329,8 @@ class ConnectParams(dict):
 class ListenerRoute:
     """The resolved route, with where each value came from."""
 
-    #: {name: OptionValue}
-    values: dict
-    #: How the operator spells this route's options, for messages.
-    option_prefix: str = ROUTE_PREFIX
+    values: dict  #: {name: OptionValue}
+    option_prefix: str = ROUTE_PREFIX  #: how messages spell this route's options
 
     @property
     def configured(self):
