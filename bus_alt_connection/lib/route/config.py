@@ -58,8 +58,6 @@ class OptionValue:
             f"source={self.source!r})"
         )
 
-    __str__ = __repr__
-
 
 # A parser returns the value, or raises ValueError(problem[, hint]); the
 # hint may name "{option}"; by default it gives the option's default.
@@ -209,15 +207,12 @@ class Option:
             value = self.parse(raw) if self.parse else raw
         except ValueError as error:
             problem, hint = (*error.args, None)[:2]
-            default = self.default
-            example = f"{default:g}" if isinstance(default, float) else default
-            hint = (hint or "set {option} to e.g. " + str(example)).format(
-                option=self.option
-            )
-            raise OptionError(
-                self.option, raw, source, problem, hint, self.secret
-            ) from None
-        return OptionValue(value, source, self.secret, self.prefix if given else "")
+        else:
+            return OptionValue(value, source, self.secret, self.prefix if given else "")
+        default = self.default
+        example = f"{default:g}" if isinstance(default, float) else default
+        hint = (hint or f"set {{option}} to e.g. {example}").format(option=self.option)
+        raise OptionError(self.option, raw, source, problem, hint, self.secret)
 
 
 ROUTE_OPTIONS = (
@@ -322,8 +317,6 @@ class ConnectParams(dict):
             {key: shown(value, key == "password") for key, value in self.items()}
         )
 
-    __str__ = __repr__
-
 
 @dataclasses.dataclass(frozen=True)
 class ListenerRoute:
@@ -422,13 +415,12 @@ def resolve_cron_route(config, environ=None):
 
 def _checked(route):
     """libpq takes one port for all hosts, or one port per host."""
-    hosts, ports = route.host, route.port
-    if hosts and ports:
-        host_count, port_count = len(hosts.split(",")), len(ports.split(","))
+    if route.host and route.port:
+        host_count, port_count = route.host.count(",") + 1, route.port.count(",") + 1
         if port_count not in (1, host_count):
             raise OptionError(
                 route.option_prefix + "port",
-                ports,
+                route.port,
                 route.source("port"),
                 f"lists {port_count} ports for {host_count} hosts",
                 "give one port for all hosts, or one port per host in the same order",
