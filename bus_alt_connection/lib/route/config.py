@@ -1,8 +1,7 @@
 """The addon's options: the listener routes and the Settings, read once.
 
-Each ``Option`` knows its name in Odoo's config, its environment variables
-and its fallback; each value read is an ``OptionValue`` that says where it
-came from. ``config`` maps Odoo's options (``odoo.tools.config`` or a dict)."""
+Each value read is an ``OptionValue`` that says where it came from. ``config``
+maps Odoo's options (``odoo.tools.config`` or a dict)."""
 
 import dataclasses
 import logging
@@ -45,8 +44,7 @@ def shown(value, secret):
 @dataclasses.dataclass(frozen=True)
 class OptionValue:
     value: object
-    #: where it came from, for logs and reports ("config imdispatcher_db_host")
-    source: str
+    source: str  #: its origin, for logs and reports ("config imdispatcher_db_host")
     secret: bool = False  #: a password: never in repr() or str()
     #: the prefix of the option (or its env) that set it ("imdispatcher_db_",
     #: "cron_db_"); "" for a default or Odoo's own option
@@ -157,8 +155,7 @@ class Option:
     name: str
     #: "imdispatcher_db_" (the listener route), "cron_db_", "imdispatcher_"
     prefix: str = ROUTE_PREFIX
-    #: Odoo's own option used when ours is not set (core's behaviour)
-    fallback: str | None = None
+    fallback: str | None = None  #: Odoo's option, used when ours is unset: core's way
     default: object = None
     parse: object = None  #: None: the value as given
     secret: bool = False
@@ -278,8 +275,7 @@ class Settings:
     listen_retry_interval: float = 300.0
     #: {name: OptionValue}: each value as given, and where it came from
     values: dict = dataclasses.field(default_factory=dict, compare=False)
-    #: the OptionError of each refused value (it fell back to its default)
-    refused: tuple = ()
+    refused: tuple = ()  #: an OptionError per refused value (its default stands)
 
     def log_refused(self, logger):
         for error in self.refused:
