@@ -185,15 +185,13 @@ def connection_room(connection, config, cron_redirected):
         + f"); PostgreSQL has {free} free of max_connections {maximum} "
         f"({reserved} reserved for superusers, {used} in use)"
     )
-    if free < per_instance:
-        return Finding(
-            "max_connections",
-            MISCONFIGURED,
-            detail,
-            "raise max_connections, or lower max_cron_threads (or "
-            "cron_trigger_redirect = False)",
-        )
-    return Finding("max_connections", OK, detail)
+    if free >= per_instance:
+        return Finding("max_connections", OK, detail)
+    advice = (
+        "raise max_connections, or lower max_cron_threads (or "
+        "cron_trigger_redirect = False)"
+    )
+    return Finding("max_connections", MISCONFIGURED, detail, advice)
 
 
 def find_hazards(config, route, cron_redirected):
