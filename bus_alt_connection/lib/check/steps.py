@@ -205,10 +205,9 @@ def bus_databases(config):
 def poll_database(params):
     """Two polls as the dispatcher does them: where to start, then new rows."""
     tracker = BusTracker(name=params["dbname"])
-    with contextlib.closing(connect_autocommit(params)) as connection:
-        with connection.cursor() as cr:
-            tracker.poll(cr)
-            tracker.poll(cr)
+    with contextlib.closing(connect_autocommit(params)) as conn, conn.cursor() as cr:
+        tracker.poll(cr)
+        tracker.poll(cr)
     return {"ok": True, "last_id": tracker.max_seen}
 
 
