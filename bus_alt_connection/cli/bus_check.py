@@ -2,10 +2,7 @@
 """``odoo-bin bus_check``: will the bus work with this configuration?
 
 Odoo 19.0 loads this file on its own (as ``odoo.cli.bus_check``), so it
-imports the addon by its absolute name.
-"""
-
-import sys
+imports the addon by its absolute name."""
 
 from odoo.cli import Command
 from odoo.tools import config
@@ -21,6 +18,5 @@ class BusCheck(Command):
     name = "bus_check"
 
     def run(self, args):
-        as_json = "--json" in args
         config.parse_config([arg for arg in args if arg != "--json"])
-        sys.exit(emit(check_setup(config), as_json))
+        raise SystemExit(emit(check_setup(config), "--json" in args))

@@ -3,8 +3,7 @@
 The round trip (``steps.py``) proves that a NOTIFY reaches the route now;
 these findings are what breaks it later or elsewhere: a session timeout that
 cuts an idle listener, a pooler that closes idle clients, a replica route (a
-standby refuses LISTEN), too few free connections.
-"""
+standby refuses LISTEN), too few free connections."""
 
 import contextlib
 import dataclasses
@@ -16,8 +15,7 @@ from ..route.config import UNSET_VALUES
 from ..route.connection import KEEPALIVE_PARAMS, first_line, listener_params
 from .report import MISCONFIGURED, OK
 
-#: the bus dispatcher's listener: one per instance (threaded server, or
-#: prefork's gevent worker)
+#: one bus listener per instance (threaded server, or prefork's gevent worker)
 BUS_LISTENERS_PER_INSTANCE = 1
 #: Odoo's default max_cron_threads
 DEFAULT_CRON_RUNNERS = 2
@@ -44,8 +42,7 @@ def _settings(connection, names):
 
 def _seconds(setting):
     """A duration setting of pg_settings (in ms) in seconds; 0 when unset."""
-    value, _unit = setting or ("0", "ms")
-    return int(value) / 1000
+    return int(setting[0]) / 1000 if setting else 0.0
 
 
 def session_timeouts(connection, route):
@@ -115,19 +112,17 @@ def pgbouncer_timeouts(route):
     with contextlib.closing(connection), connection.cursor() as cr:
         cr.execute("SHOW CONFIG")
         config = {row[0]: row[1] for row in cr.fetchall()}
-    client_idle = float(config.get("client_idle_timeout") or 0)
-    if client_idle:
-        return [
-            Finding(
-                "client_idle_timeout",
-                MISCONFIGURED,
-                f"the route goes through PgBouncer with client_idle_timeout = "
-                f"{client_idle:g} s: it closes the listener, which never sends "
-                "a query, that often",
-                "set client_idle_timeout = 0 in pgbouncer.ini (it applies to "
-                "every pool), or point the route at PostgreSQL itself",
-            )
-        ]
+    if client_idle := float(config.get("client_idle_timeout") or 0):
+        detail = (
+            f"the route goes through PgBouncer with client_idle_timeout = "
+            f"{client_idle:g} s: it closes the listener, which never sends "
+            "a query, that often"
+        )
+        advice = (
+            "set client_idle_timeout = 0 in pgbouncer.ini (it applies to "
+            "every pool), or point the route at PostgreSQL itself"
+        )
+        return [Finding("client_idle_timeout", MISCONFIGURED, detail, advice)]
     detail = (
         "the route goes through PgBouncer: client_idle_timeout is 0; "
         "server_idle_timeout, server_lifetime, query_timeout and "
@@ -190,15 +185,13 @@ def connection_room(connection, config, cron_redirected):
         + f"); PostgreSQL has {free} free of max_connections {maximum} "
         f"({reserved} reserved for superusers, {used} in use)"
     )
-    if free < per_instance:
-        return Finding(
-            "max_connections",
-            MISCONFIGURED,
-            detail,
-            "raise max_connections, or lower max_cron_threads (or "
-            "cron_trigger_redirect = False)",
-        )
-    return Finding("max_connections", OK, detail)
+    if free >= per_instance:
+        return Finding("max_connections", OK, detail)
+    advice = (
+        "raise max_connections, or lower max_cron_threads (or "
+        "cron_trigger_redirect = False)"
+    )
+    return Finding("max_connections", MISCONFIGURED, detail, advice)
 
 
 def find_hazards(config, route, cron_redirected):

@@ -18,12 +18,9 @@ class Report:
     db_host: dict | None = None
     round_trip: dict | None = None
     server_wide: dict | None = None
-    #: configured mode and source, active mode and why
-    mode: dict | None = None
-    #: poll mode: db_host and what a poll found in each database
-    poll: dict | None = None
-    #: the cron runners' trigger LISTEN (cron_db_*)
-    cron: dict | None = None
+    mode: dict | None = None  #: configured mode and source, active mode and why
+    poll: dict | None = None  #: poll mode: db_host, what a poll found in each database
+    cron: dict | None = None  #: the cron runners' trigger LISTEN (cron_db_*)
     #: what else can cut the listener or keep it deaf (hazards)
     findings: list = dataclasses.field(default_factory=list)
 

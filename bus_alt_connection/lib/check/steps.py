@@ -1,7 +1,6 @@
 """Will the bus work with this configuration? The operator's check, run by
 ``odoo-bin bus_check`` with Odoo's parsed config, or without Odoo
-(``command.py``); its exit codes are in ``report.py``.
-"""
+(``command.py``); its exit codes are in ``report.py``."""
 
 import contextlib
 import dataclasses
@@ -95,16 +94,13 @@ def check_cron(report, config, environ=None):
         "state": "own route (cron_db_*)" if route.own else "follows the bus route",
         "route": route.describe(),
     }
-    if not route.own and report.round_trip:
-        trip = report.round_trip
-        report.cron.update(received=trip["received"], ms=trip["ms"])
-        return report
+    bus_trip = not route.own and report.round_trip  # the same route, tried already
     try:
-        trip = check_route(route, odoo_db_params(config))
+        trip = bus_trip or check_route(route, odoo_db_params(config))
     except psycopg2.Error as error:
         return _route_fails(report, error, route, "the cron trigger route fails")
     report.cron.update(received=trip["received"], ms=trip["ms"])
-    if not trip["received"]:
+    if not bus_trip and not trip["received"]:
         return report.conclude(
             MISCONFIGURED,
             f"the cron trigger route {route.describe()} hears nothing Odoo sends",
@@ -209,10 +205,9 @@ def bus_databases(config):
 def poll_database(params):
     """Two polls as the dispatcher does them: where to start, then new rows."""
     tracker = BusTracker(name=params["dbname"])
-    with contextlib.closing(connect_autocommit(params)) as connection:
-        with connection.cursor() as cr:
-            tracker.poll(cr)
-            tracker.poll(cr)
+    with contextlib.closing(connect_autocommit(params)) as conn, conn.cursor() as cr:
+        tracker.poll(cr)
+        tracker.poll(cr)
     return {"ok": True, "last_id": tracker.max_seen}
 
 

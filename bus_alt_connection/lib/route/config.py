@@ -1,9 +1,7 @@
 """The addon's options: the listener routes and the Settings, read once.
 
-Each ``Option`` knows its name in Odoo's config, its environment variables
-and its fallback; each value read is an ``OptionValue`` that says where it
-came from. ``config`` maps Odoo's options (``odoo.tools.config`` or a dict).
-"""
+Each value read is an ``OptionValue`` that says where it came from. ``config``
+maps Odoo's options (``odoo.tools.config`` or a dict)."""
 
 import dataclasses
 import logging
@@ -46,10 +44,8 @@ def shown(value, secret):
 @dataclasses.dataclass(frozen=True)
 class OptionValue:
     value: object
-    #: where it came from, for logs and reports ("config imdispatcher_db_host")
-    source: str
-    #: a password: never in repr() or str()
-    secret: bool = False
+    source: str  #: its origin, for logs and reports ("config imdispatcher_db_host")
+    secret: bool = False  #: a password: never in repr() or str()
     #: the prefix of the option (or its env) that set it ("imdispatcher_db_",
     #: "cron_db_"); "" for a default or Odoo's own option
     given: str = ""
@@ -60,17 +56,11 @@ class OptionValue:
             f"source={self.source!r})"
         )
 
-    __str__ = __repr__
-
 
 # A parser returns the value, or raises ValueError(problem[, hint]); the
 # hint may name "{option}"; by default it gives the option's default.
 _ASCII_WHOLE = re.compile(r"[0-9]+")
 _ASCII_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
-
-
-def _parse_text(text):
-    return text
 
 
 def _parse_hosts(text):
@@ -112,9 +102,7 @@ def _parse_choice(choices, example):
 
 def _number(text, pattern):
     """A finite number written with ASCII digits (``pattern``), or None."""
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, int | float):
+    if isinstance(text, int | float) and not isinstance(text, bool):
         value = float(text)
     elif pattern.fullmatch(str(text).strip()):
         value = float(str(text).strip())
@@ -167,13 +155,11 @@ class Option:
     name: str
     #: "imdispatcher_db_" (the listener route), "cron_db_", "imdispatcher_"
     prefix: str = ROUTE_PREFIX
-    #: Odoo's own option used when ours is not set (core's behaviour)
-    fallback: str | None = None
+    fallback: str | None = None  #: Odoo's option, used when ours is unset: core's way
     default: object = None
-    parse: object = _parse_text
+    parse: object = None  #: None: the value as given
     secret: bool = False
-    #: the values that mean "not set"
-    unset: tuple = UNSET_VALUES
+    unset: tuple = UNSET_VALUES  #: the values that mean "not set"
 
     @property
     def option(self):
@@ -215,18 +201,15 @@ class Option:
 
     def _parsed(self, raw, source, given=False):
         try:
-            value = self.parse(raw)
+            value = self.parse(raw) if self.parse else raw
         except ValueError as error:
             problem, hint = (*error.args, None)[:2]
-            default = self.default
-            example = f"{default:g}" if isinstance(default, float) else default
-            hint = (hint or "set {option} to e.g. " + str(example)).format(
-                option=self.option
-            )
-            raise OptionError(
-                self.option, raw, source, problem, hint, self.secret
-            ) from None
-        return OptionValue(value, source, self.secret, self.prefix if given else "")
+        else:
+            return OptionValue(value, source, self.secret, self.prefix if given else "")
+        default = self.default
+        example = f"{default:g}" if isinstance(default, float) else default
+        hint = (hint or f"set {{option}} to e.g. {example}").format(option=self.option)
+        raise OptionError(self.option, raw, source, problem, hint, self.secret)
 
 
 ROUTE_OPTIONS = (
@@ -284,18 +267,15 @@ class Settings:
     """How the listeners behave, read once (``read_settings``), passed whole."""
 
     mode: str = "listen"
-    #: seconds between polls (the option is in milliseconds)
-    poll_interval: float = 0.25
-    #: seconds between heartbeats; 0: none
-    heartbeat_interval: float = 30.0
+    poll_interval: float = 0.25  #: seconds between polls (the option is in ms)
+    heartbeat_interval: float = 30.0  #: seconds between heartbeats; 0: none
     selfcheck_timeout: float = 5.0
     reconnect_max_delay: float = 30.0
     auto_failed_checks: int = 3
     listen_retry_interval: float = 300.0
     #: {name: OptionValue}: each value as given, and where it came from
     values: dict = dataclasses.field(default_factory=dict, compare=False)
-    #: the OptionError of each refused value (it fell back to its default)
-    refused: tuple = ()
+    refused: tuple = ()  #: an OptionError per refused value (its default stands)
 
     def log_refused(self, logger):
         for error in self.refused:
@@ -333,17 +313,13 @@ class ConnectParams(dict):
             {key: shown(value, key == "password") for key, value in self.items()}
         )
 
-    __str__ = __repr__
-
 
 @dataclasses.dataclass(frozen=True)
 class ListenerRoute:
     """The resolved route, with where each value came from."""
 
-    #: {name: OptionValue}
-    values: dict
-    #: How the operator spells this route's options, for messages.
-    option_prefix: str = ROUTE_PREFIX
+    values: dict  #: {name: OptionValue}
+    option_prefix: str = ROUTE_PREFIX  #: how messages spell this route's options
 
     @property
     def configured(self):
@@ -435,13 +411,12 @@ def resolve_cron_route(config, environ=None):
 
 def _checked(route):
     """libpq takes one port for all hosts, or one port per host."""
-    hosts, ports = route.host, route.port
-    if hosts and ports:
-        host_count, port_count = len(hosts.split(",")), len(ports.split(","))
+    if route.host and route.port:
+        host_count, port_count = route.host.count(",") + 1, route.port.count(",") + 1
         if port_count not in (1, host_count):
             raise OptionError(
                 route.option_prefix + "port",
-                ports,
+                route.port,
                 route.source("port"),
                 f"lists {port_count} ports for {host_count} hosts",
                 "give one port for all hosts, or one port per host in the same order",

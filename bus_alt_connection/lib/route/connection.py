@@ -33,8 +33,6 @@ def listener_params(route, application_name=None):
 
 
 class StandbyRoute(Exception):
-    """The route leads to a standby, where PostgreSQL refuses LISTEN."""
-
     def __init__(self):
         super().__init__(
             "the listener route leads to a standby (pg_is_in_recovery() is "
@@ -140,19 +138,17 @@ _DIAGNOSES = {
 
 
 def first_line(exc):
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0].strip()
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0].strip()
 
 
 def diagnose_connection_error(exc, route):
     """(options at fault, one-line explanation) of a listener error; it names
     the route and the values at fault with their source, never the password."""
     lowered = str(exc).lower()
-    for pattern, (options, advice) in _DIAGNOSES.items():  # noqa: B007
-        if re.search(pattern, lowered):
-            break
-    else:
-        options, advice = (), "see the PostgreSQL server log for details"
+    options, advice = next(
+        (entry for pattern, entry in _DIAGNOSES.items() if re.search(pattern, lowered)),
+        ((), "see the PostgreSQL server log for details"),
+    )
     prefix = route.option_prefix
     culprits = ", ".join(
         f"{prefix}{name}={_shown(route.values[name])!r} ({route.source(name)})"
