@@ -7,8 +7,7 @@ returns is handed over by the first round that finds it done. A database
 whose poll still runs is not polled again meanwhile: its tracker is not
 thread-safe. The rounds run in one thread (the bus dispatcher); the poll
 threads share nothing with it but the futures. In Odoo's gevent worker,
-threads are greenlets; the polls' psycopg2 connections wait cooperatively.
-"""
+threads are greenlets; the polls' psycopg2 connections wait cooperatively."""
 
 import concurrent.futures
 import itertools
@@ -18,8 +17,7 @@ import threading
 
 _logger = logging.getLogger(__name__)
 
-#: seconds a round waits for a database's poll (one indexed query)
-POLL_BOUND = 2.0
+POLL_BOUND = 2.0  # seconds a round waits for a database's poll (one indexed query)
 #: polls running at once at most: the slow ones and the next; each holds a
 #: connection of Odoo's pool (64 by default, db_maxconn)
 MAX_RUNNING_POLLS = 16

@@ -19,8 +19,7 @@ Settling a checkpoint settles every gap up to its ``max_seen``, those of
 the checkpoints before it included (their ids are at or below it too).
 So while a transaction holds the cluster's xmin (nothing settles), only
 the latest ``max_checkpoints`` are kept: the oldest are dropped, and their
-gaps settle with the first checkpoint settled once xmin moves on.
-"""
+gaps settle with the first checkpoint settled once xmin moves on."""
 
 import bisect
 import dataclasses
@@ -32,13 +31,11 @@ _logger = logging.getLogger(__name__)
 
 #: seconds between a checkpoint and the one that proves its gaps settled
 SETTLE_MARGIN = 2.0
-#: at most two checkpoints a second, however short the interval
-CHECKPOINT_SPACING = 0.5
+CHECKPOINT_SPACING = 0.5  # at most two checkpoints a second, however short the interval
 #: checkpoints kept at most while xmin does not move (a quarter of an hour
 #: at two a second); reaching it logs that xmin is held
 MAX_CHECKPOINTS = 1800
-#: ids remembered as gaps at most; beyond, the oldest are forgotten
-MAX_GAPS = 10_000
+MAX_GAPS = 10_000  # ids remembered as gaps at most; beyond, the oldest are forgotten
 #: at start, ids this far below the sequence's last value that are not
 #: committed yet are treated as gaps (transactions in flight at start)
 START_WINDOW = 1000
@@ -125,8 +122,7 @@ class BusTracker:
         self.started = False
         self.database_oid = None
         self.max_seen = 0
-        #: every id <= floor is settled: seen, or never to be committed
-        self.floor = 0
+        self.floor = 0  # every id <= floor is settled: seen, or never to be committed
         self.gaps = set()
         self._checkpoints = []
 

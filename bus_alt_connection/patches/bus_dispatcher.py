@@ -6,8 +6,7 @@ listener route (core's ``db_connect`` gets its parameters from ``connection_info
 and gives a cursor that refuses a standby (where LISTEN fails) and reports when
 ``LISTEN imbus`` is committed; every other connection (HTTP, cron, the NOTIFY side)
 keeps Odoo's ``db_*`` route. Core's channel map becomes a ``ChannelMap``, where the
-watch's probe subscribes like a websocket.
-"""
+watch's probe subscribes like a websocket."""
 
 import functools
 import logging

@@ -5,8 +5,7 @@ unchanged, wrapped to arm a one-shot ``listen_request``: their thread's first
 ``db_connect('postgres')`` returns a ``TriggerConnectionFactory``; every other
 connection (job transactions, the database list, a job's bus NOTIFY) keeps
 Odoo's ``db_*`` route. When core's runner recycles its connection (19.0's
-``limit_time_worker_cron``), closing it arms the request again.
-"""
+``limit_time_worker_cron``), closing it arms the request again."""
 
 import functools
 import logging

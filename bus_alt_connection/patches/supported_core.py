@@ -2,8 +2,7 @@
 
 Odoo 16.0 to 19.0 have it all; 20.0 rewrote its bus. Where something lacks,
 the addon patches nothing and says so in one ERROR: the bus and the cron
-runners work as in core, and Odoo keeps serving.
-"""
+runners work as in core, and Odoo keeps serving."""
 
 import importlib
 import logging

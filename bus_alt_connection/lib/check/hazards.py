@@ -17,8 +17,7 @@ from .report import MISCONFIGURED, OK
 
 #: one bus listener per instance (threaded server, or prefork's gevent worker)
 BUS_LISTENERS_PER_INSTANCE = 1
-#: Odoo's default max_cron_threads
-DEFAULT_CRON_RUNNERS = 2
+DEFAULT_CRON_RUNNERS = 2  # Odoo's default max_cron_threads
 
 
 @dataclasses.dataclass

@@ -7,8 +7,7 @@ checks in a row while db_host answers, or at once when the route's
 configuration cannot work; meanwhile it tries the route every
 ``imdispatcher_listen_retry_interval`` seconds, and listens again once a
 NOTIFY sent through db_host reaches it. The glue's subclass says how Odoo
-sends a NOTIFY, wakes websockets and subscribes the watch's probe.
-"""
+sends a NOTIFY, wakes websockets and subscribes the watch's probe."""
 
 import dataclasses
 import logging

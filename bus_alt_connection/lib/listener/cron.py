@@ -8,8 +8,7 @@ a reader thread that lives the listener's life (``life.py``) and wakes the
 runner through a ``WakePipe``. A lost connection never makes ``poll()``
 raise (core's threaded runner of 16.0-18.0 would die, a cron worker would
 crash): the reader reconnects, LISTENs again and wakes the runner, whose
-polling round is the catch-up.
-"""
+polling round is the catch-up."""
 
 import contextlib
 import logging
@@ -26,8 +25,6 @@ from ..route.connection import (
 )
 from .life import ListenerLife
 from .watch import ListenerWatch, is_token, token_probe
-
-_logger = logging.getLogger(__name__)
 
 CRON_CHANNEL = "cron_trigger"
 #: Core's runners of 16.0-18.0 never read ``notifies``; keep it bounded.

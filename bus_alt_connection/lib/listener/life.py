@@ -4,8 +4,7 @@ connection (``cron.py``) live it through ``ListenerLife.attempt``.
 
 Logs: ERROR the first time a listener that never worked fails for a given
 reason (a configuration to fix), WARNING otherwise (a restart, a failover);
-a traceback only for an error that is not a database error, once per type.
-"""
+a traceback only for an error that is not a database error, once per type."""
 
 import dataclasses
 import logging
@@ -42,12 +41,10 @@ class ListenerState:
     last_error: str | None = None
     #: poll mode: when the last poll of every database succeeded
     last_poll_at: float | None = None
-    #: poll mode: bus.bus queries so far
-    poll_queries: int = 0
+    poll_queries: int = 0  # poll mode: bus.bus queries so far
 
     @property
     def reconnects(self):
-        """Connects after the first."""
         return max(0, self.connects - 1)
 
 
@@ -60,8 +57,7 @@ class ListenerLife:
     subject = "listener"
     #: what happens once it is back, e.g. "waking the websockets to catch up"
     catch_up_text = "catching up"
-    #: appended to failure lines: what waits meanwhile
-    while_down = ""
+    while_down = ""  # appended to failure lines: what waits meanwhile
     #: how a route that connects but cannot hear is logged, and what waits
     deaf_level = logging.ERROR
     deaf_consequence = ""
@@ -89,8 +85,7 @@ class ListenerLife:
     def _new_life(self):
         self._lives += 1
         self.state = ListenerState()
-        #: attempts that failed in a row, a lost connection included
-        self.failures = 0
+        self.failures = 0  # attempts that failed in a row, a lost connection included
         #: connects that failed in a row since the last connect or loss
         self.failed_connects = 0
         self._last_logged_reason = None

@@ -5,8 +5,7 @@ The glue arms one right before it calls core's bus loop or a cron runner.
 When core opens its LISTEN some other way (another addon's ``db_connect``
 that does not call the one it replaced), the request is missed: the first
 connection goes to another database, or none is asked for within
-``TAKE_TIMEOUT``; then ``on_missed(why)`` is called once.
-"""
+``TAKE_TIMEOUT``; then ``on_missed(why)`` is called once."""
 
 import threading
 

@@ -1,7 +1,6 @@
 """LISTEN on one route, NOTIFY through another, count what arrives: how auto
 mode and the operator's check find a route that connects but cannot hear
-(through a transaction-mode pooler, or on another cluster or database).
-"""
+(through a transaction-mode pooler, or on another cluster or database)."""
 
 import contextlib
 import os

@@ -3,11 +3,9 @@ Odoo's own route (db_host, i.e. the pooler) must reach a probe the way what
 Odoo sends reaches a websocket (the bus: through core's channel map and
 dispatch) or core's runner (cron: a token the listener keeps from core).
 
-After each (re)connect it is the self-check: nothing arrives, and one ERROR
-says the route connects but cannot hear Odoo. Then every ``interval``
-seconds the heartbeat: a listener that stops hearing has its connection
-closed to reconnect at once, instead of waiting for TCP keepalives.
-"""
+The self-check, after each (re)connect, logs when the route cannot hear
+Odoo; the heartbeat, every ``interval`` seconds, closes the connection of a
+listener that stopped hearing, rather than wait for TCP keepalives."""
 
 import collections
 import dataclasses

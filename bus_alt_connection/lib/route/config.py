@@ -237,10 +237,8 @@ CRON_REDIRECT = Option(
     unset=(None, ""),
 )
 
-#: ``listen``: LISTEN on the imdispatcher_db_* route (core's way);
-#: ``poll``: read new bus.bus rows through db_host, no direct route;
-#: ``auto``: listen; poll while the route fails its checks, and try it
-#: again every ``imdispatcher_listen_retry_interval`` seconds.
+#: LISTEN on the route (core's way); read new bus.bus rows through db_host;
+#: listen, and poll while the route fails its checks (``lib/listener/bus.py``)
 MODES = ("listen", "poll", "auto")
 
 

@@ -2,8 +2,7 @@
 
 Everything is per process: in prefork mode the gevent worker runs the bus
 dispatcher, and each cron worker its own trigger listener. Rendering only
-reads state the listener keeps anyway: it opens no connection, starts nothing.
-"""
+reads state the listener keeps anyway: it opens no connection, starts nothing."""
 
 import ipaddress
 import math
@@ -96,9 +95,7 @@ def _age_or_inf(moment, now):
     return math.inf if moment is None else round(now - moment, 3)
 
 
-#: each family's help, in the order written; a ``_total`` is a counter, the
-#: others are gauges
-FAMILIES = {
+FAMILIES = {  # each family's help, in order; a ``_total`` is a counter, else gauge
     "dispatcher_process": (
         "1 when this process runs the bus dispatcher (a threaded server or "
         "prefork's gevent worker)"
